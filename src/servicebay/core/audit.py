@@ -1,0 +1,250 @@
+"""The audit log: an append-only, hash-chained record, committed in groups.
+
+Every gateway request waits for its event to be durable before answering. One
+transaction per request would cap throughput at the disk's fsync rate, so a single
+writer task commits whatever events are waiting as one batch: under load a batch
+holds many requests' events, at rest it holds one and costs one commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from servicebay.core.models import ApiKey, AuditEvent, AuditHead, utcnow
+from servicebay.core.pagination import Page, decode_cursor, page_of
+
+log = logging.getLogger(__name__)
+
+GENESIS_HASH = "0" * 64
+Outcome = Literal["allowed", "denied", "error"]
+OUTCOMES: tuple[Outcome, ...] = ("allowed", "denied", "error")
+
+
+@dataclass
+class AuditRecord:
+    """What happened, before the chain gives it a place (`seq`) and a hash."""
+
+    action: str
+    outcome: Outcome
+    actor: str | None = None
+    key_id: str | None = None
+    resource: str | None = None
+    status: int | None = None
+    method: str | None = None
+    path: str | None = None
+    client: str | None = None
+    request_id: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    ts: datetime = field(default_factory=utcnow)
+
+
+CHAINED_FIELDS = (
+    "seq", "ts", "request_id", "actor", "key_id", "action", "resource",
+    "outcome", "status", "method", "path", "client", "detail",
+)  # fmt: skip
+
+
+def event_hash(prev_hash: str, fields: dict[str, Any]) -> str:
+    """sha256(prev_hash + canonical JSON of the chained fields)."""
+    canonical = {name: fields[name] for name in CHAINED_FIELDS}
+    canonical["ts"] = fields["ts"].isoformat(timespec="microseconds")
+    payload = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256((prev_hash + payload).encode()).hexdigest()
+
+
+async def append(session: AsyncSession, records: Sequence[AuditRecord]) -> list[int]:
+    """Chain and insert `records` in the caller's transaction; returns their seqs.
+
+    Writing the head row first takes its lock, which orders appends from every process
+    and node on PostgreSQL, and takes SQLite's write lock before the head is read.
+    """
+    await session.execute(update(AuditHead).where(AuditHead.id == 1).values(updated_at=utcnow()))
+    head = (await session.execute(select(AuditHead).where(AuditHead.id == 1))).scalar_one()
+    seq, prev_hash = head.seq, head.hash
+    rows = []
+    for record in records:
+        seq += 1
+        fields = {"seq": seq, **asdict(record)}
+        digest = event_hash(prev_hash, fields)
+        rows.append({**fields, "prev_hash": prev_hash, "hash": digest})
+        prev_hash = digest
+    await session.execute(insert(AuditEvent), rows)
+    await session.execute(
+        update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=prev_hash)
+    )
+    return [row["seq"] for row in rows]
+
+
+@dataclass
+class _Pending:
+    record: AuditRecord
+    done: asyncio.Future[int]
+
+
+class AuditWriter:
+    """Group commit: `write` returns once the event is committed with its batch."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, batch_max: int) -> None:
+        self._sessions = sessions
+        self._batch_max = batch_max
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="audit-writer")
+
+    async def stop(self) -> None:
+        """Commit what is queued, then stop."""
+        if self._task is None:
+            return
+        while not self._queue.empty():
+            await asyncio.sleep(0.01)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def write(self, record: AuditRecord) -> int:
+        if not self.running:
+            raise RuntimeError("the audit writer is not running")
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(record, done))
+        return await done
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch_max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                seqs = await self._commit(batch)
+            except Exception as error:  # one bad batch must not stop auditing
+                log.exception("audit batch of %d events failed to commit", len(batch))
+                for pending in batch:
+                    if not pending.done.done():
+                        pending.done.set_exception(error)
+                continue
+            for pending, seq in zip(batch, seqs, strict=True):
+                if not pending.done.done():
+                    pending.done.set_result(seq)
+
+    async def _commit(self, batch: list[_Pending]) -> list[int]:
+        records = [pending.record for pending in batch]
+        used_keys = {record.key_id for record in records if record.key_id}
+        async with self._sessions() as session, session.begin():
+            seqs = await append(session, records)
+            if used_keys:
+                await session.execute(
+                    update(ApiKey).where(ApiKey.id.in_(used_keys)).values(last_used_at=utcnow())
+                )
+        return seqs
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    actor: str | None = None
+    resource: str | None = None
+    action: str | None = None
+    outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        conditions: list[ColumnElement[bool]] = []
+        if self.actor is not None:
+            conditions.append(AuditEvent.actor == self.actor)
+        if self.resource is not None:
+            conditions.append(AuditEvent.resource == self.resource)
+        if self.action is not None:
+            conditions.append(AuditEvent.action == self.action)
+        if self.outcome is not None:
+            conditions.append(AuditEvent.outcome == self.outcome)
+        if self.since is not None:
+            conditions.append(AuditEvent.ts >= self.since)
+        if self.until is not None:
+            conditions.append(AuditEvent.ts < self.until)
+        return conditions
+
+
+async def query(
+    session: AsyncSession, where: AuditFilter, *, limit: int, cursor: str | None
+) -> Page[AuditEvent]:
+    """Newest first."""
+    statement = (
+        select(AuditEvent).where(*where.conditions()).order_by(AuditEvent.seq.desc()).limit(limit + 1)
+    )
+    if (before := decode_cursor(cursor)) is not None:
+        if not before.isdigit():
+            before = "0"
+        statement = statement.where(AuditEvent.seq < int(before))
+    events = list(await session.scalars(statement))
+    return page_of(events, limit, str(events[limit - 1].seq) if len(events) > limit else None)
+
+
+async def scan(
+    session: AsyncSession, where: AuditFilter = AuditFilter(), *, chunk: int = 1000
+) -> AsyncIterator[AuditEvent]:
+    """Oldest first, in chunks, so an export or a verification never holds the whole log."""
+    after = 0
+    while True:
+        statement = (
+            select(AuditEvent)
+            .where(AuditEvent.seq > after, *where.conditions())
+            .order_by(AuditEvent.seq)
+            .limit(chunk)
+        )
+        events = list(await session.scalars(statement))
+        for event in events:
+            yield event
+        if len(events) < chunk:
+            return
+        after = events[-1].seq
+        session.expunge_all()
+
+
+@dataclass
+class Verification:
+    ok: bool = True
+    checked: int = 0
+    head: int = 0
+    problems: list[dict[str, Any]] = field(default_factory=list)
+
+    def flag(self, seq: int, reason: str) -> None:
+        self.ok = False
+        if len(self.problems) < 100:
+            self.problems.append({"seq": seq, "reason": reason})
+
+
+async def verify(session: AsyncSession) -> Verification:
+    """Recompute the chain: an edited, removed, inserted or cut-off event is reported."""
+    head = (await session.execute(select(AuditHead).where(AuditHead.id == 1))).scalar_one()
+    report = Verification(head=head.seq)
+    expected_seq, prev_hash = 1, GENESIS_HASH
+    async for event in scan(session):
+        report.checked += 1
+        if event.seq != expected_seq:
+            report.flag(expected_seq, f"events {expected_seq} to {event.seq - 1} are missing")
+        if event.prev_hash != prev_hash:
+            report.flag(event.seq, "prev_hash does not match the event before it")
+        fields = {name: getattr(event, name) for name in CHAINED_FIELDS}
+        if event_hash(event.prev_hash, fields) != event.hash:
+            report.flag(event.seq, "the event's content does not match its hash (edited)")
+        expected_seq, prev_hash = event.seq + 1, event.hash
+    if expected_seq - 1 != head.seq or prev_hash != head.hash:
+        report.flag(expected_seq, f"the log ends at {expected_seq - 1} but its head says {head.seq}")
+    return report

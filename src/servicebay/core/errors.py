@@ -1,0 +1,52 @@
+"""Domain errors: what went wrong, in words a caller can act on.
+
+The gateway maps each to an HTTP problem; the CLI prints its message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceBayError(Exception):
+    """Base of every expected failure; `message` is safe to show to the caller."""
+
+    status = 400
+    title = "Bad Request"
+
+    def __init__(self, message: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors
+
+
+class InvalidInput(ServiceBayError):
+    status = 400
+    title = "Invalid input"
+
+
+class NotAuthenticated(ServiceBayError):
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(ServiceBayError):
+    status = 403
+    title = "Forbidden"
+
+
+class NotFound(ServiceBayError):
+    status = 404
+    title = "Not Found"
+
+
+class Conflict(ServiceBayError):
+    status = 409
+    title = "Conflict"
+
+
+class ConfigurationError(ServiceBayError):
+    """The instance is misconfigured (missing master key, wrong database...)."""
+
+    status = 500
+    title = "Configuration error"

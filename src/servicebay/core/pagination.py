@@ -1,0 +1,44 @@
+"""Opaque cursors for keyset pagination: lists answer `{"data": [...], "next": cursor}`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from servicebay.core.errors import InvalidInput
+
+T = TypeVar("T")
+
+MAX_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: Sequence[T]
+    next: str | None
+
+
+def encode_cursor(position: str) -> str:
+    return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    if not cursor:
+        return None
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidInput(
+            "the cursor is not one this server handed out",
+            errors=[{"loc": ["query", "cursor"], "msg": "invalid cursor", "type": "value_error"}],
+        ) from None
+
+
+def page_of(rows: Sequence[T], limit: int, position: str | None) -> Page[T]:
+    """Rows were fetched with `limit + 1`: the extra one says whether a next page exists."""
+    if len(rows) > limit:
+        return Page(rows[:limit], encode_cursor(position) if position is not None else None)
+    return Page(rows, None)

@@ -56,7 +56,9 @@ class Authenticator:
 
     async def authenticate(self, raw_key: str) -> Principal:
         if not is_well_formed_api_key(raw_key):
-            raise NotAuthenticated("the API key is malformed: keys look like bay_ and 43 characters")
+            raise NotAuthenticated(
+                "the API key is malformed: keys look like bay_ and 43 characters"
+            )
         digest = hash_api_key(raw_key)
         entry = self._cached(digest) or await self._load(digest)
         if entry.refusal is not None:

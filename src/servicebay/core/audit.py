@@ -9,7 +9,6 @@ holds many requests' events, at rest it holds one and costs one commit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -98,7 +97,7 @@ class AuditWriter:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, batch_max: int) -> None:
         self._sessions = sessions
         self._batch_max = batch_max
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()  # None: stop
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -108,11 +107,8 @@ class AuditWriter:
         """Commit what is queued, then stop."""
         if self._task is None:
             return
-        while not self._queue.empty():
-            await asyncio.sleep(0.01)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await self._queue.put(None)
+        await self._task
         self._task = None
 
     @property
@@ -127,21 +123,31 @@ class AuditWriter:
         return await done
 
     async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._batch_max and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                seqs = await self._commit(batch)
-            except Exception as error:  # one bad batch must not stop auditing
-                log.exception("audit batch of %d events failed to commit", len(batch))
-                for pending in batch:
-                    if not pending.done.done():
-                        pending.done.set_exception(error)
-                continue
-            for pending, seq in zip(batch, seqs, strict=True):
+        stopping = False
+        while not stopping:
+            batch: list[_Pending] = []
+            item = await self._queue.get()
+            while item is not None:
+                batch.append(item)
+                if len(batch) >= self._batch_max or self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            stopping = item is None
+            if batch:
+                await self._settle(batch)
+
+    async def _settle(self, batch: list[_Pending]) -> None:
+        try:
+            seqs = await self._commit(batch)
+        except Exception as error:  # one bad batch must not stop auditing
+            log.exception("audit batch of %d events failed to commit", len(batch))
+            for pending in batch:
                 if not pending.done.done():
-                    pending.done.set_result(seq)
+                    pending.done.set_exception(error)
+            return
+        for pending, seq in zip(batch, seqs, strict=True):
+            if not pending.done.done():
+                pending.done.set_result(seq)
 
     async def _commit(self, batch: list[_Pending]) -> list[int]:
         records = [pending.record for pending in batch]
@@ -186,7 +192,10 @@ async def query(
 ) -> Page[AuditEvent]:
     """Newest first."""
     statement = (
-        select(AuditEvent).where(*where.conditions()).order_by(AuditEvent.seq.desc()).limit(limit + 1)
+        select(AuditEvent)
+        .where(*where.conditions())
+        .order_by(AuditEvent.seq.desc())
+        .limit(limit + 1)
     )
     if (before := decode_cursor(cursor)) is not None:
         if not before.isdigit():
@@ -246,5 +255,7 @@ async def verify(session: AsyncSession) -> Verification:
             report.flag(event.seq, "the event's content does not match its hash (edited)")
         expected_seq, prev_hash = event.seq + 1, event.hash
     if expected_seq - 1 != head.seq or prev_hash != head.hash:
-        report.flag(expected_seq, f"the log ends at {expected_seq - 1} but its head says {head.seq}")
+        report.flag(
+            expected_seq, f"the log ends at {expected_seq - 1} but its head says {head.seq}"
+        )
     return report

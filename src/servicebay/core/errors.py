@@ -19,6 +19,10 @@ class ServiceBayError(Exception):
         self.message = message
         self.errors = errors
 
+    def headers(self) -> dict[str, str]:
+        """Response headers that belong with this error over HTTP."""
+        return {}
+
 
 class InvalidInput(ServiceBayError):
     status = 400
@@ -28,6 +32,9 @@ class InvalidInput(ServiceBayError):
 class NotAuthenticated(ServiceBayError):
     status = 401
     title = "Unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="servicebay"'}
 
 
 class Forbidden(ServiceBayError):

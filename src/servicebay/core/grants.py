@@ -27,7 +27,9 @@ EVERYONE = "*"
 
 
 def _invalid(field: str, message: str) -> InvalidInput:
-    return InvalidInput(message, errors=[{"loc": ["body", field], "msg": message, "type": "value_error"}])
+    return InvalidInput(
+        message, errors=[{"loc": ["body", field], "msg": message, "type": "value_error"}]
+    )
 
 
 def parse_principal(text: str) -> str:
@@ -42,9 +44,7 @@ def parse_principal(text: str) -> str:
         return text
     if ":" not in text and EMAIL.match(text):
         return f"user:{normalize_email(text)}"
-    raise _invalid(
-        "principal", f"invalid principal {text!r}: use user:<email>, team:<name> or *"
-    )
+    raise _invalid("principal", f"invalid principal {text!r}: use user:<email>, team:<name> or *")
 
 
 def parse_resource(text: str) -> str:

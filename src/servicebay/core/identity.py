@@ -29,7 +29,11 @@ def validate_teams(teams: list[str]) -> list[str]:
             f"invalid team name(s) {', '.join(map(repr, bad))}: use lowercase letters, digits, "
             "'_', '.' or '-', starting with a letter or digit",
             errors=[
-                {"loc": ["body", "teams"], "msg": f"invalid team name {team!r}", "type": "value_error"}
+                {
+                    "loc": ["body", "teams"],
+                    "msg": f"invalid team name {team!r}",
+                    "type": "value_error",
+                }
                 for team in bad
             ],
         )
@@ -78,7 +82,9 @@ async def list_users(
     # Teams are a JSON list, so the team filter runs here; it keeps one query for every
     # backend and still fills each page.
     while len(users) <= limit:
-        batch = list(await session.scalars(query if after is None else query.where(User.email > after)))
+        batch = list(
+            await session.scalars(query if after is None else query.where(User.email > after))
+        )
         users += [user for user in batch if team is None or team in user.teams]
         if len(batch) <= limit:
             break

@@ -60,7 +60,9 @@ async def init_instance(
             admin = await identity.create_user(
                 session, email=admin_email, name=admin_name, teams=[], admin=True
             )
-            issued = await identity.create_key(session, admin, name="bootstrap", expires_in_days=None)
+            issued = await identity.create_key(
+                session, admin, name="bootstrap", expires_in_days=None
+            )
             await audit.append(
                 session,
                 [
@@ -117,4 +119,3 @@ class Instance:
     async def close(self) -> None:
         await self.audit.stop()
         await self.engine.dispose()
-

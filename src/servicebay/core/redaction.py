@@ -16,7 +16,10 @@ def redact_query(query: str) -> str:
         return ""
     pairs = parse_qsl(query, keep_blank_values=True)
     return urlencode(
-        [(name, REDACTED if name.lower() in SENSITIVE_PARAMETERS else value) for name, value in pairs],
+        [
+            (name, REDACTED if name.lower() in SENSITIVE_PARAMETERS else value)
+            for name, value in pairs
+        ],
         safe="[]",
     )
 

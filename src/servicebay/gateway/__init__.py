@@ -1,0 +1,1 @@
+"""The gateway: one ASGI app that authenticates, authorises, audits, then routes."""

@@ -1,0 +1,13 @@
+"""The platform's own API, `/api/v1`.
+
+Each module's router carries the full prefix, so a route knows its whole path template
+(metrics and audit events are labelled with it).
+"""
+
+from fastapi import APIRouter
+
+from servicebay.gateway.api import audit, grants, keys, me, secrets, users
+
+router = APIRouter()
+for module in (me, users, keys, grants, secrets, audit):
+    router.include_router(module.router)

@@ -1,0 +1,74 @@
+"""The gateway application: `create_app(settings)` builds everything a node serves."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import servicebay
+from servicebay.core.audit import AuditRecord
+from servicebay.core.instance import Instance
+from servicebay.core.settings import Settings
+from servicebay.gateway import docs, health, problems
+from servicebay.gateway.api import router as api_router
+from servicebay.gateway.envelope import Envelope
+from servicebay.gateway.limits import RateLimiter
+from servicebay.gateway.metrics import GatewayMetrics
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Every data source as a documented, permissioned REST service.
+
+Authenticate with your API key: `Authorization: Bearer bay_...`, `X-API-Key: bay_...`
+or `?api_key=bay_...`. Errors are `application/problem+json` (RFC 9457).
+"""
+
+
+def create_app(settings: Settings) -> Envelope:
+    """The FastAPI app inside its envelope, which sits outside FastAPI's own error handling
+    so that even a 500 answer carries a request id and is audited."""
+    metrics = GatewayMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        instance = await Instance.open(settings)
+        app.state.instance = instance
+        await instance.audit.write(AuditRecord(action="gateway.start", outcome="allowed"))
+        log.info("ServiceBay %s serving %s", servicebay.__version__, settings.base_url)
+        try:
+            yield
+        finally:
+            await instance.close()
+
+    app = FastAPI(
+        title="ServiceBay",
+        version=servicebay.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.metrics = metrics
+    app.state.rate_limiter = RateLimiter(
+        per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst
+    )
+    problems.install(app)
+    docs.install(app)
+    app.include_router(health.router)
+    app.include_router(api_router)
+    return Envelope(
+        app,
+        audit=lambda: get_instance_of(app).audit,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+    )
+
+
+def get_instance_of(app: FastAPI) -> Instance:
+    instance = app.state.instance
+    assert isinstance(instance, Instance)
+    return instance

@@ -1,0 +1,142 @@
+"""RFC 9457 problem details for every error path, and nothing more than they should say."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from servicebay.core.errors import ServiceBayError
+from servicebay.gateway.context import request_context
+from servicebay.gateway.limits import BodyTooLarge
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+TITLES = {
+    400: "Invalid input",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def problem_body(
+    *,
+    status: int,
+    detail: str,
+    instance: str,
+    request_id: str,
+    title: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    title = title or TITLES.get(status, "Error")
+    body: dict[str, Any] = {
+        "type": f"urn:servicebay:problem:{title.lower().replace(' ', '-')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "request_id": request_id,
+    }
+    if errors:
+        body["errors"] = errors
+    return body
+
+
+def problem(
+    request: Request,
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    context = request_context(request.scope)
+    if status in (401, 403, 413, 429):
+        context.note_refusal(detail)
+    body = problem_body(
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        request_id=context.request_id,
+        title=title,
+        errors=errors,
+    )
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Only where and why: echoing `input` could hand a secret's value back to a log.
+    return [
+        {
+            "loc": list(error.get("loc", ())),
+            "msg": error.get("msg", ""),
+            "type": error.get("type", ""),
+        }
+        for error in exc.errors()
+    ]
+
+
+async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceBayError)
+    if exc.status >= 500:
+        log.error("%s: %s", exc.title, exc.message)
+    return problem(
+        request, exc.status, exc.message, title=exc.title, errors=exc.errors, headers=exc.headers()
+    )
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _field_errors(exc)
+    where = ", ".join(".".join(str(part) for part in error["loc"]) for error in errors)
+    return problem(request, 400, f"the request is invalid at: {where}", errors=errors)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else TITLES.get(exc.status_code, "Error")
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"nothing is served at {request.url.path}"
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    return problem(request, exc.status_code, detail, headers=dict(exc.headers or {}))
+
+
+async def _on_body_too_large(request: Request, exc: Exception) -> JSONResponse:
+    return problem(request, 413, str(exc))
+
+
+async def _on_integrity_error(request: Request, exc: Exception) -> JSONResponse:
+    # A race between two requests creating the same thing: the loser gets a clean 409.
+    return problem(request, 409, "the change conflicts with an existing record; retry or reload")
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    context = request_context(request.scope)
+    log.exception("unhandled error in request %s", context.request_id)
+    return problem(
+        request, 500, f"an unexpected error occurred; quote request id {context.request_id}"
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceBayError, _on_domain_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(BodyTooLarge, _on_body_too_large)
+    app.add_exception_handler(IntegrityError, _on_integrity_error)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,26 @@
+"""Running a node: `bay serve`."""
+
+from __future__ import annotations
+
+import os
+
+import uvicorn
+
+from servicebay.core.settings import Settings
+from servicebay.gateway import logs
+from servicebay.gateway.app import create_app
+
+
+def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
+    """Serve until interrupted; files the platform creates are readable by it alone."""
+    os.umask(0o077)
+    logs.configure(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        lifespan="on",
+    )

@@ -1,0 +1,191 @@
+"""Shared fixtures: real `bay` processes serving real instances on loopback.
+
+`server` is one instance per test worker, shared by tests that only add their own users;
+tests that need a server of their own (other settings, another database) call
+`start_server`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+BAY = str(Path(sys.executable).with_name("bay"))
+ADMIN_EMAIL = "admin@example.com"
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+IN_CI = bool(os.environ.get("CI"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def bay(
+    *args: str, env: dict[str, str], input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the `bay` command as a user would."""
+    return subprocess.run(
+        [BAY, *args], env=env, input=input, capture_output=True, text=True, timeout=120
+    )
+
+
+@dataclass
+class Server:
+    url: str
+    admin_key: str
+    admin_email: str
+    home: Path
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] = field(repr=False)
+
+    def client(self, key: str | None = None, **kwargs: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+
+    def admin(self) -> httpx.Client:
+        return self.client(self.admin_key)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def new_user(self, *, teams: list[str] | None = None, admin: bool = False) -> tuple[str, str]:
+        """A fresh user with a key: (email, key)."""
+        email = f"user-{secrets.token_hex(4)}@example.com"
+        with self.admin() as client:
+            created = client.post(
+                "/api/v1/users",
+                json={"email": email, "name": "Test User", "teams": teams or [], "admin": admin},
+            )
+            assert created.status_code == 201, created.text
+            key = client.post("/api/v1/keys", json={"user": email, "name": "test"})
+            assert key.status_code == 201, key.text
+        return email, key.json()["key"]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(
+    home: Path,
+    *,
+    database_url: str | None = None,
+    settings: dict[str, str] | None = None,
+    init: bool = True,
+    master_key: str | None = None,
+) -> Server:
+    """`bay init` (unless the instance exists) and `bay serve` on a free port."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "BAY_HOME": str(home),
+        "BAY_LOG_FORMAT": "json",
+        "BAY_RATE_LIMIT_PER_MINUTE": "100000",
+        "BAY_RATE_LIMIT_BURST": "10000",
+        **(settings or {}),
+    }
+    if database_url:
+        env["BAY_DATABASE_URL"] = database_url
+    if master_key:
+        env["BAY_MASTER_KEY"] = master_key
+    admin_key = ""
+    if init:
+        created = bay("init", "--json", "--admin-email", ADMIN_EMAIL, env=env)
+        assert created.returncode == 0, created.stderr
+        admin_key = json.loads(created.stdout)["key"]["key"]
+    port = free_port()
+    log_path = home / f"serve-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [BAY, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    server = Server(
+        f"http://127.0.0.1:{port}", admin_key, ADMIN_EMAIL, home, env, log_path, process
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"bay serve exited with {process.returncode}:\n{server.log_text()}")
+        try:
+            if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"bay serve did not become ready:\n{server.log_text()}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = start_server(tmp_path_factory.mktemp("instance"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def admin(server: Server) -> Iterator[httpx.Client]:
+    with server.admin() as client:
+        yield client
+
+
+def _postgres_admin_url() -> str:
+    return os.environ.get("BAY_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+
+
+async def _postgres(statement: str) -> None:
+    import asyncpg
+
+    url = make_url(_postgres_admin_url())
+    connection = await asyncpg.connect(
+        host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+        database=url.database or "postgres",
+    )  # fmt: skip
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards.
+
+    Without a server the test is skipped with the reason, except in CI, where it fails.
+    """
+    name = f"bay_test_{secrets.token_hex(6)}"
+    try:
+        asyncio.run(_postgres(f'CREATE DATABASE "{name}"'))
+    except Exception as error:  # any failure to reach the server means "no PostgreSQL here"
+        message = (
+            f"PostgreSQL at {_postgres_admin_url()} is unavailable ({error}); "
+            "set BAY_TEST_POSTGRES_URL"
+        )
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    yield make_url(_postgres_admin_url()).set(database=name).render_as_string(hide_password=False)
+    asyncio.run(_postgres(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

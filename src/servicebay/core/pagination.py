@@ -29,12 +29,15 @@ def decode_cursor(cursor: str | None) -> str | None:
     if not cursor:
         return None
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        position = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
+        position = None
+    if position is None or not position.isprintable():
         raise InvalidInput(
             "the cursor is not one this server handed out",
             errors=[{"loc": ["query", "cursor"], "msg": "invalid cursor", "type": "value_error"}],
-        ) from None
+        )
+    return position
 
 
 def page_of(rows: Sequence[T], limit: int, position: str | None) -> Page[T]:

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from servicebay.core.errors import ServiceBayError
@@ -125,6 +125,17 @@ async def _on_integrity_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(request, 409, "the change conflicts with an existing record; retry or reload")
 
 
+async def _on_unstorable(request: Request, exc: Exception) -> JSONResponse:
+    # The database refused a value that passed validation (a NUL character, a date out of
+    # its range...): the caller's input, not a server fault; and no SQL in the answer.
+    return problem(
+        request,
+        400,
+        "a value in the request cannot be stored (e.g. a NUL character or an out-of-range "
+        "number or date)",
+    )
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     context = request_context(request.scope)
     log.exception("unhandled error in request %s", context.request_id)
@@ -139,4 +150,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(BodyTooLarge, _on_body_too_large)
     app.add_exception_handler(IntegrityError, _on_integrity_error)
+    app.add_exception_handler(DataError, _on_unstorable)
     app.add_exception_handler(Exception, _on_unexpected)

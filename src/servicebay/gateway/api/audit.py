@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from servicebay.core import audit
 from servicebay.core.access import Principal
+from servicebay.core.errors import InvalidInput
 from servicebay.gateway.api.common import API, Cursor, Limit, page, transaction
 from servicebay.gateway.auth import Caller, get_instance, require_admin
 from servicebay.gateway.schemas import AuditEventOut, Page, VerificationOut
@@ -16,10 +17,16 @@ from servicebay.gateway.schemas import AuditEventOut, Page, VerificationOut
 router = APIRouter(prefix=f"{API}/audit", tags=["audit"])
 
 
-def _utc(moment: datetime | None) -> datetime | None:
+def _utc(moment: datetime | None, name: str) -> datetime | None:
     if moment is None:
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(
+            f"{name} is out of range",
+            errors=[{"loc": ["query", name], "msg": "out of range", "type": "value_error"}],
+        ) from None
 
 
 def audit_filter(
@@ -30,7 +37,9 @@ def audit_filter(
     since: Annotated[datetime | None, Query(description="ISO 8601; UTC when no offset.")] = None,
     until: Annotated[datetime | None, Query(description="ISO 8601, exclusive.")] = None,
 ) -> audit.AuditFilter:
-    return audit.AuditFilter(actor, resource, action, outcome, _utc(since), _utc(until))
+    return audit.AuditFilter(
+        actor, resource, action, outcome, _utc(since, "since"), _utc(until, "until")
+    )
 
 
 Filter = Annotated[audit.AuditFilter, Depends(audit_filter)]

@@ -1,0 +1,249 @@
+"""`bay demo`: a seeded instance, served at once, printing everything a newcomer can try.
+
+The server runs as a child `bay serve` process and the seeding goes through the same
+HTTP API every client uses, so the demo shows the product as it is. Seeding only adds
+what is missing, so a second `bay demo` reuses the instance and its keys (kept, mode
+0600, in `demo.json` under the demo's home).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from secrets import token_urlsafe
+from types import FrameType
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.panel import Panel
+from rich.text import Text
+
+from servicebay.cli.client import Api, api_path
+from servicebay.cli.config import read_private, write_private
+from servicebay.cli.instance import create_instance, instance_settings
+from servicebay.cli.output import console, fail
+
+STATE = "demo.json"
+LOG = "server.log"
+READY_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Person:
+    email: str
+    name: str
+    team: str
+
+    @property
+    def variable(self) -> str:
+        """The shell variable the panel suggests for this person's key, e.g. ANN_KEY."""
+        return self.email.split("@")[0].upper() + "_KEY"
+
+
+ADMIN = ("admin@example.com", "Demo Admin")
+PEOPLE = (
+    Person("ann@example.com", "Ann Analyst", "marketing"),
+    Person("bo@example.com", "Bo Scientist", "data_science"),
+)
+GRANTS = (
+    ("team:marketing", "service:instagram", ["invoke"]),
+    ("team:data_science", "service:sql/customer*", ["read"]),
+)
+SECRET = ("INSTAGRAM_TOKEN", ["service:instagram"])
+
+
+def demo(
+    home: Annotated[Path, typer.Option("--home", help="The demo instance's folder.")] = Path(
+        ".bay-demo"
+    ),
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="Port to serve on (127.0.0.1).")
+    ] = 8600,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Delete the demo instance first and start afresh.")
+    ] = False,
+) -> None:
+    """Serve a demo instance with users, teams, keys and grants; print what to try.
+
+    It runs until Ctrl-C; running it again reuses the instance and its keys.
+    """
+    home = home.expanduser().resolve()
+    if reset:
+        _reset(home)
+    state = _prepare(home)
+    url = f"http://127.0.0.1:{port}"
+    _ensure_port_free(port)
+    signal.signal(signal.SIGTERM, _interrupt)
+    with _server(home, port) as process:
+        _wait_ready(url, process, home / LOG)
+        _seed(Api(url, state["admin"]["key"]), state, home / STATE)
+        console.print(_panel(url, home, state))
+        sys.stdout.flush()
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:
+            console.print("Stopping the demo server.")
+            return
+    fail(f"the demo server stopped by itself (exit code {code})", *_log_tail(home / LOG))
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM stops the demo like Ctrl-C does, so the server child is stopped too."""
+    raise KeyboardInterrupt
+
+
+def _reset(home: Path) -> None:
+    if not home.exists():
+        return
+    if not (home / STATE).exists() and any(home.iterdir()):
+        fail(f"refusing to delete {home}: it was not made by `bay demo` (no {STATE})")
+    shutil.rmtree(home)
+
+
+def _prepare(home: Path) -> dict[str, Any]:
+    """The demo's state, creating the instance on first use."""
+    path = home / STATE
+    state = read_private(path)
+    if state is None:
+        if home.exists() and any(home.iterdir()):
+            fail(f"{home} is not empty and was not made by `bay demo`", "Pass another --home.")
+        state = {"admin": None, "keys": {}}
+        write_private(path, state)
+        created = create_instance(instance_settings(home, isolated=True), *ADMIN)
+        state["admin"] = {"email": created.admin_email, "key": created.api_key}
+        write_private(path, state)
+    elif not state.get("admin"):
+        fail(f"the demo instance in {home} is incomplete", "Start afresh: bay demo --reset")
+    return state
+
+
+def _ensure_port_free(port: int) -> None:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            fail(f"port {port} on 127.0.0.1 is in use", "Stop what uses it, or pass --port.")
+
+
+@contextmanager
+def _server(home: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A `bay serve` child for the demo home, stopped whatever happens to the parent."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("BAY_")}
+    command = [sys.executable, "-m", "servicebay.cli.main", "serve", "--home", str(home)]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    with (home / LOG).open("ab") as log:
+        # Its own session: a terminal's Ctrl-C reaches only us, and we stop it once.
+        process = subprocess.Popen(  # noqa: S603 - our interpreter, our arguments
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            fail("the demo server stopped while starting", *_log_tail(log))
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    fail(f"the demo server was not ready within {READY_TIMEOUT:.0f} s", *_log_tail(log))
+
+
+def _log_tail(log: Path, lines: int = 15) -> list[str]:
+    tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+    return [*tail, f"(the whole log: {log})"]
+
+
+def _key_works(url: str, key: str | None) -> bool:
+    if not key:
+        return False
+    answer = httpx.get(f"{url}/api/v1/me", headers={"Authorization": f"Bearer {key}"})
+    return answer.status_code == 200
+
+
+def _seed(api: Api, state: dict[str, Any], path: Path) -> None:
+    """Add whatever of the demo's users, keys, grants and secret is missing."""
+    if not _key_works(api.url, state["admin"]["key"]):
+        fail("the demo's admin key no longer works", "Start afresh: bay demo --reset")
+    users = {user["email"] for user in api.collect(api_path("users"), {"include_disabled": "true"})}
+    for person in PEOPLE:
+        if person.email not in users:
+            body = {"email": person.email, "name": person.name, "teams": [person.team]}
+            api.request("POST", api_path("users"), json=body)
+        if not _key_works(api.url, state["keys"].get(person.email)):
+            body = {"user": person.email, "name": "demo"}
+            state["keys"][person.email] = api.request("POST", api_path("keys"), json=body)["key"]
+            write_private(path, state)
+    granted = {(grant["principal"], grant["resource"]) for grant in api.collect(api_path("grants"))}
+    for principal, resource, actions in GRANTS:
+        if (principal, resource) not in granted:
+            body = {"principal": principal, "resource": resource, "actions": actions}
+            api.request("POST", api_path("grants"), json=body)
+    name, allow = SECRET
+    if name not in {secret["name"] for secret in api.collect(api_path("secrets"))}:
+        body = {"value": token_urlsafe(24), "allow": allow}
+        api.request("PUT", api_path("secrets", name), json=body)
+
+
+def _panel(url: str, home: Path, state: dict[str, Any]) -> Panel:
+    admin = state["admin"]
+    rights = {
+        principal: f"may {', '.join(actions)} {resource}" for principal, resource, actions in GRANTS
+    }
+    ann, bo = PEOPLE
+    lines = [
+        f"ServiceBay is running at {url}",
+        f"instance: {home} (server log: {LOG})",
+        "",
+        "Who is who:",
+        f"  {admin['email']:<19} administrator",
+        *(f"  {p.email:<19} team {p.team:<13} {rights.get(f'team:{p.team}', '')}" for p in PEOPLE),
+        "",
+        "Their keys (a demo keeps them in demo.json; a real key is shown once):",
+        f"  export BAY_URL={url}",
+        f"  export BAY_API_KEY={admin['key']}",
+        *(f"  export {p.variable}={state['keys'][p.email]}" for p in PEOPLE),
+        "",
+        "Then try:",
+        f'  curl -H "Authorization: Bearer ${ann.variable}" $BAY_URL/api/v1/me',
+        f'  curl -H "Authorization: Bearer ${bo.variable}" $BAY_URL/api/v1/users  # 403',
+        '  curl -G -H "X-API-Key: $BAY_API_KEY" $BAY_URL/api/v1/permissions/check \\',
+        f"       -d principal=user:{ann.email} -d resource=service:instagram -d action=invoke",
+        '  curl -H "X-API-Key: $BAY_API_KEY" "$BAY_URL/api/v1/audit?limit=5"',
+        f"  {url}/docs in a browser: the API's documentation",
+        "",
+        "  bay users list",
+        f"  bay permissions check {ann.email} service:instagram invoke   # exit 0",
+        f"  bay permissions check {bo.email} service:instagram invoke    # exit 1",
+        f"  bay secrets list         # {SECRET[0]}: its value is never shown",
+        "  bay audit --limit 10",
+        "  bay audit verify",
+        "",
+        "Ctrl-C stops the server; `bay demo` again reuses this instance,",
+        "`bay demo --reset` starts over.",
+    ]
+    return Panel(Text("\n".join(lines)), title="ServiceBay demo", expand=False)

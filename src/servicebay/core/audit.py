@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from servicebay.core.models import ApiKey, AuditEvent, AuditHead, utcnow
-from servicebay.core.pagination import Page, decode_cursor, page_of
+from servicebay.core.pagination import Page, decode_cursor, invalid_cursor, page_of
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +198,8 @@ async def query(
         .limit(limit + 1)
     )
     if (before := decode_cursor(cursor)) is not None:
-        if not before.isdigit():
-            before = "0"
+        if not (before.isascii() and before.isdigit() and len(before) <= 18):
+            raise invalid_cursor()
         statement = statement.where(AuditEvent.seq < int(before))
     events = list(await session.scalars(statement))
     return page_of(events, limit, str(events[limit - 1].seq) if len(events) > limit else None)

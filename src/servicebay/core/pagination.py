@@ -33,11 +33,15 @@ def decode_cursor(cursor: str | None) -> str | None:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         position = None
     if position is None or not position.isprintable():
-        raise InvalidInput(
-            "the cursor is not one this server handed out",
-            errors=[{"loc": ["query", "cursor"], "msg": "invalid cursor", "type": "value_error"}],
-        )
+        raise invalid_cursor()
     return position
+
+
+def invalid_cursor() -> InvalidInput:
+    return InvalidInput(
+        "the cursor is not one this server handed out",
+        errors=[{"loc": ["query", "cursor"], "msg": "invalid cursor", "type": "value_error"}],
+    )
 
 
 def page_of(rows: Sequence[T], limit: int, position: str | None) -> Page[T]:

@@ -101,9 +101,8 @@ class _Exchange:
             return
         if message["type"] == "http.response.start":
             self.answered = True
-            message.setdefault("headers", []).append(
-                (b"x-request-id", self.context.request_id.encode())
-            )
+            request_id = (b"x-request-id", self.context.request_id.encode())
+            message = {**message, "headers": [*message.get("headers", ()), request_id]}
             if not await self._audit(message["status"]):
                 self.replaced = True
                 self.envelope.metrics.audit_failures.inc()

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 BAY = str(Path(sys.executable).with_name("bay"))
 ADMIN_EMAIL = "admin@example.com"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_MYSQL_URL = "mysql://root@127.0.0.1:3306/test"
 IN_CI = bool(os.environ.get("CI"))
 
 
@@ -170,22 +171,52 @@ async def _postgres(statement: str) -> None:
         await connection.close()
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A new, empty PostgreSQL database for one test, dropped afterwards.
+def _mysql_admin_url() -> str:
+    return os.environ.get("BAY_TEST_MYSQL_URL", DEFAULT_MYSQL_URL)
+
+
+async def _mysql(statement: str) -> None:
+    import asyncmy
+
+    url = make_url(_mysql_admin_url())
+    connection = await asyncmy.connect(
+        host=url.host, port=url.port or 3306, user=url.username, password=url.password or "",
+    )  # fmt: skip
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute(statement)
+    finally:
+        connection.close()
+
+
+def _throwaway_database(
+    engine: str, admin_url: str, run: Callable[[str], Coroutine[Any, Any, None]], quote: str
+) -> Iterator[str]:
+    """Create a database for one test and drop it afterwards.
 
     Without a server the test is skipped with the reason, except in CI, where it fails.
     """
     name = f"bay_test_{secrets.token_hex(6)}"
     try:
-        asyncio.run(_postgres(f'CREATE DATABASE "{name}"'))
-    except Exception as error:  # any failure to reach the server means "no PostgreSQL here"
-        message = (
-            f"PostgreSQL at {_postgres_admin_url()} is unavailable ({error}); "
-            "set BAY_TEST_POSTGRES_URL"
-        )
+        asyncio.run(run(f"CREATE DATABASE {quote}{name}{quote}"))
+    except Exception as error:  # any failure to reach the server means "none here"
+        variable = f"BAY_TEST_{engine.upper()}_URL"
+        message = f"{engine} at {admin_url} is unavailable ({error}); set {variable}"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    yield make_url(_postgres_admin_url()).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(_postgres(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    drop = f"DROP DATABASE IF EXISTS {quote}{name}{quote}"
+    asyncio.run(run(drop + (" WITH (FORCE)" if engine == "postgres" else "")))
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database (`BAY_TEST_POSTGRES_URL`'s server) for one test."""
+    yield from _throwaway_database("postgres", _postgres_admin_url(), _postgres, '"')
+
+
+@pytest.fixture
+def mysql_url() -> Iterator[str]:
+    """A new, empty MariaDB/MySQL database (`BAY_TEST_MYSQL_URL`'s server) for one test."""
+    yield from _throwaway_database("mysql", _mysql_admin_url(), _mysql, "`")

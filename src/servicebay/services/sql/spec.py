@@ -24,7 +24,7 @@ class TableSpec(SpecModel):
     description: str | None = Field(default=None, max_length=2000)
     key: str | None = Field(default=None, description="Lookup column; default: the primary key.")
     operations: list[TableOperation] = Field(
-        default_factory=lambda: ["read"], description="What the service allows on the table."
+        default=["read"], description="What the service allows on the table."
     )
     columns: list[str] | None = Field(default=None, description="Exposed columns; default all.")
     read_only: list[str] = Field(default_factory=list, alias="read only")

@@ -78,11 +78,11 @@ def demo(
     It runs until Ctrl-C; running it again reuses the instance and its keys.
     """
     home = home.expanduser().resolve()
+    _ensure_port_free(port)
     if reset:
         _reset(home)
     state = _prepare(home)
     url = f"http://127.0.0.1:{port}"
-    _ensure_port_free(port)
     signal.signal(signal.SIGTERM, _interrupt)
     with _server(home, port) as process:
         _wait_ready(url, process, home / LOG)
@@ -142,7 +142,7 @@ def _server(home: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
     env = {name: value for name, value in os.environ.items() if not name.startswith("BAY_")}
     command = [sys.executable, "-m", "servicebay.cli.main", "serve", "--home", str(home)]
     command += ["--host", "127.0.0.1", "--port", str(port)]
-    with (home / LOG).open("ab") as log:
+    with open(os.open(home / LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
         # Its own session: a terminal's Ctrl-C reaches only us, and we stop it once.
         process = subprocess.Popen(  # noqa: S603 - our interpreter, our arguments
             command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -231,14 +231,15 @@ def _panel(url: str, home: Path, state: dict[str, Any]) -> Panel:
         "Then try:",
         f'  curl -H "Authorization: Bearer ${ann.variable}" $BAY_URL/api/v1/me',
         f'  curl -H "Authorization: Bearer ${bo.variable}" $BAY_URL/api/v1/users  # 403',
-        '  curl -G -H "X-API-Key: $BAY_API_KEY" $BAY_URL/api/v1/permissions/check \\',
-        f"       -d principal=user:{ann.email} -d resource=service:instagram -d action=invoke",
+        '  curl -G "$BAY_URL/api/v1/permissions/check" \\',
+        f'       -H "X-API-Key: $BAY_API_KEY" -d principal=user:{ann.email} \\',
+        "       -d resource=service:instagram -d action=invoke",
         '  curl -H "X-API-Key: $BAY_API_KEY" "$BAY_URL/api/v1/audit?limit=5"',
         f"  {url}/docs in a browser: the API's documentation",
         "",
         "  bay users list",
-        f"  bay permissions check {ann.email} service:instagram invoke   # exit 0",
-        f"  bay permissions check {bo.email} service:instagram invoke    # exit 1",
+        f"  bay permissions check {ann.email} service:instagram invoke",
+        f"  bay permissions check {bo.email} service:instagram invoke   # denied",
         f"  bay secrets list         # {SECRET[0]}: its value is never shown",
         "  bay audit --limit 10",
         "  bay audit verify",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -76,6 +77,7 @@ def create_instance(settings: Settings, admin_email: str, admin_name: str) -> In
     from servicebay.core.errors import ServiceBayError
     from servicebay.core.instance import init_instance
 
+    os.umask(0o077)  # the database holds key hashes and encrypted secrets: owner only
     try:
         return asyncio.run(init_instance(settings, admin_email=admin_email, admin_name=admin_name))
     except ServiceBayError as exc:

@@ -1,0 +1,176 @@
+"""`bay init`, `bay serve` and `bay demo`: real instances in temporary homes, real processes."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import sqlite3
+import stat
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from cli_support import BAY, Bay, assert_clean_failure
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Bay:
+    """`bay` with no server in mind: for the commands that work on an instance directly."""
+    return Bay("http://127.0.0.1:9", None, tmp_path / "config")
+
+
+def test_init_prints_the_admin_key_once_with_how_to_use_it(local: Bay, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+
+    created = local("init", "--home", str(home), "--admin-email", "boss@example.com")
+
+    assert created.returncode == 0, created.stderr
+    keys = re.findall(r"bay_[A-Za-z0-9_-]{20,}", created.stdout)
+    assert len(set(keys)) == 1
+    assert "not shown again" in created.stdout
+    assert "boss@example.com" in created.stdout
+    assert f"bay serve --home {home}" in created.stdout
+    assert f"export BAY_URL=http://127.0.0.1:8600 BAY_API_KEY={keys[0]}" in created.stdout
+
+    again = local("init", "--home", str(home))
+
+    assert_clean_failure(again)
+    assert "already exists" in again.stderr
+    assert keys[0] not in again.stdout + again.stderr
+
+
+def test_init_json_and_private_files(local: Bay, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+
+    created = local("init", "--home", str(home), "--json")
+
+    assert created.returncode == 0, created.stderr
+    answer = json.loads(created.stdout)
+    assert set(answer) == {"home", "database_url", "admin", "key"}
+    assert answer["home"] == str(home)
+    assert answer["database_url"].startswith("sqlite:")
+    assert answer["admin"] == {"email": "admin@localhost"}
+    assert answer["key"]["id"].startswith("key_")
+    assert answer["key"]["key"].startswith("bay_")
+    for name in ("master.key", "servicebay.db"):
+        assert stat.S_IMODE((home / name).stat().st_mode) == 0o600, name
+
+
+def test_serve_without_an_instance_says_to_init(local: Bay, tmp_path: Path) -> None:
+    home = tmp_path / "empty"
+
+    result = local("serve", "--home", str(home))
+
+    assert_clean_failure(result)
+    assert f"bay init --home {home}" in result.stderr
+
+
+def test_serve_offers_only_the_roles_that_exist(local: Bay, tmp_path: Path) -> None:
+    result = local("serve", "--home", str(tmp_path), "--role", "worker")
+
+    assert result.returncode == 2
+    assert "'worker' is not one of" in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def _demo(local: Bay, *args: str) -> Iterator[tuple[dict[str, str], subprocess.Popen[str]]]:
+    """A running `bay demo`: the variables its panel exports, once the panel is printed."""
+    process = subprocess.Popen(
+        [BAY, "demo", *args],
+        env=local.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        panel = []
+        for line in process.stdout:
+            panel.append(line)
+            if "starts over" in line:
+                break
+        assert process.poll() is None, "".join(panel) + process.stderr.read()  # type: ignore[union-attr]
+        yield dict(re.findall(r"export (\w+)=(\S+)", "".join(panel))), process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def _me(url: str, key: str) -> str:
+    answer = httpx.get(f"{url}/api/v1/me", headers={"Authorization": f"Bearer {key}"})
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["email"])
+
+
+def test_demo_serves_a_seeded_instance_and_reuses_it(local: Bay, tmp_path: Path) -> None:
+    home, port = tmp_path / "demo", _free_port()
+    args = ("--home", str(home), "--port", str(port))
+
+    with _demo(local, *args) as (exported, first):
+        url = exported["BAY_URL"]
+        assert url == f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{url}/readyz").status_code == 200
+        assert _me(url, exported["ANN_KEY"]) == "ann@example.com"
+        assert _me(url, exported["BO_KEY"]) == "bo@example.com"
+        assert _me(url, exported["BAY_API_KEY"]) == "admin@example.com"
+        demo_bay = Bay(url, exported["BAY_API_KEY"], tmp_path / "config")
+        ann = demo_bay("permissions", "check", "ann@example.com", "service:instagram", "invoke")
+        bo = demo_bay("permissions", "check", "bo@example.com", "service:instagram", "invoke")
+        assert (ann.returncode, bo.returncode) == (0, 1)
+        assert "INSTAGRAM_TOKEN" in demo_bay("secrets", "list").stdout
+    assert first.returncode == 0
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/readyz")  # the server child stopped with the demo
+    assert stat.S_IMODE((home / "demo.json").stat().st_mode) == 0o600
+
+    with _demo(local, *args) as (again, _):
+        assert again == exported
+        assert _me(url, again["ANN_KEY"]) == "ann@example.com"
+        _tamper_with_the_audit_log(home / "servicebay.db")
+        broken = demo_bay("audit", "verify")
+        assert broken.returncode == 1
+        assert "BROKEN" in broken.stderr
+        as_json = demo_bay("audit", "verify", "--json")
+        assert as_json.returncode == 1
+        assert [p["seq"] for p in json.loads(as_json.stdout)["problems"]] == [1]
+
+
+def _tamper_with_the_audit_log(database: Path) -> None:
+    """What an intruder with file access could do: drop the guard, then edit an event."""
+    with sqlite3.connect(database) as db:
+        db.execute("DROP TRIGGER audit_events_no_update")
+        db.execute("UPDATE audit_events SET actor = 'mallory@example.com' WHERE seq = 1")
+
+
+def test_demo_reset_refuses_a_folder_it_did_not_make(local: Bay, tmp_path: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+
+    result = local("demo", "--home", str(precious), "--reset", "--port", str(_free_port()))
+
+    assert_clean_failure(result)
+    assert (precious / "thesis.txt").exists()
+
+
+def test_demo_on_a_busy_port_says_so(local: Bay, tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+
+        result = local("demo", "--home", str(tmp_path / "demo"), "--port", str(port))
+
+    assert_clean_failure(result)
+    assert f"port {port}" in result.stderr

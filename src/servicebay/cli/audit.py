@@ -49,6 +49,7 @@ AUDIT_COLUMNS = (
     Column("status", "status"),
 )
 
+DEFAULT_LIMIT = 50
 _AGE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -107,7 +108,7 @@ def list_events(
     until: Until = None,
     limit: Annotated[
         int, typer.Option("--limit", min=1, help="Show at most this many events.")
-    ] = 50,
+    ] = DEFAULT_LIMIT,
     as_json: JsonFlag = False,
 ) -> None:
     """List audit events, newest first (members see their own)."""
@@ -115,7 +116,7 @@ def list_events(
     if ctx.invoked_subcommand is None:
         events = connect(ctx).collect(api_path("audit"), filters, limit=limit)
         show(events, AUDIT_COLUMNS, as_json, empty="No audit events match.")
-    elif any(value is not None for value in filters.values()) or as_json or limit != 50:
+    elif any(value is not None for value in filters.values()) or as_json or limit != DEFAULT_LIMIT:
         fail(f"put the options after the subcommand: bay audit {ctx.invoked_subcommand} --...")
 
 

@@ -84,6 +84,7 @@ def demo(
     state = _prepare(home)
     url = f"http://127.0.0.1:{port}"
     signal.signal(signal.SIGTERM, _interrupt)
+    console.print(f"Starting the demo server on {url} ...", style="dim")
     with _server(home, port) as process:
         _wait_ready(url, process, home / LOG)
         _seed(Api(url, state["admin"]["key"]), state, home / STATE)
@@ -117,6 +118,7 @@ def _prepare(home: Path) -> dict[str, Any]:
     if state is None:
         if home.exists() and any(home.iterdir()):
             fail(f"{home} is not empty and was not made by `bay demo`", "Pass another --home.")
+        console.print(f"Creating a demo instance in {home} ...", style="dim")
         state = {"admin": None, "keys": {}}
         write_private(path, state)
         created = create_instance(instance_settings(home, isolated=True), *ADMIN)

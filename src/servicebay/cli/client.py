@@ -157,6 +157,7 @@ class Api:
         title = problem.get("title") or response.reason_phrase or f"HTTP {response.status_code}"
         detail = problem.get("detail")
         lines = [_field_error(item) for item in problem.get("errors") or []]
+        lines = [line for line in lines if not (detail and line.endswith(f": {detail}"))]
         request_id = problem.get("request_id") or response.headers.get("x-request-id")
         if request_id:
             lines.append(f"request id: {request_id}")

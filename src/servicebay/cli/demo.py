@@ -33,6 +33,7 @@ from servicebay.cli.config import read_private, write_private
 from servicebay.cli.instance import create_instance, instance_settings
 from servicebay.cli.output import console, fail
 
+HOME = Path(".bay-demo")
 STATE = "demo.json"
 LOG = "server.log"
 READY_TIMEOUT = 60.0
@@ -63,9 +64,7 @@ SECRET = ("INSTAGRAM_TOKEN", ["service:instagram"])
 
 
 def demo(
-    home: Annotated[Path, typer.Option("--home", help="The demo instance's folder.")] = Path(
-        ".bay-demo"
-    ),
+    home: Annotated[Path, typer.Option("--home", help="The demo instance's folder.")] = HOME,
     port: Annotated[
         int, typer.Option("--port", min=1, max=65535, help="Port to serve on (127.0.0.1).")
     ] = 8600,

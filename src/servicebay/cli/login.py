@@ -11,8 +11,8 @@ from servicebay.cli.client import Api, api_path, connect, resolve_url, target_of
 from servicebay.cli.config import forget_login, login_path, save_login
 from servicebay.cli.output import Column, fail, read_secret, show, success
 
-ME_COLUMNS = (
-    *USER_COLUMNS[:5],
+ME_COLUMNS = (  # the user's columns but "created", then the key in use
+    *USER_COLUMNS[:-1],
     Column("key", lambda me: (me.get("key") or {}).get("id")),
 )
 

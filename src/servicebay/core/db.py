@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from sqlalchemy import event
@@ -32,10 +33,18 @@ def async_url(url: str) -> URL:
 def create_engine(url: str) -> AsyncEngine:
     target = async_url(url)
     if target.get_backend_name() == "sqlite":
+        _create_private(target.database)
         engine = create_async_engine(target, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
         return engine
     return create_async_engine(target, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def _create_private(path: str | None) -> None:
+    """Create the database file readable by its owner only (SQLite's WAL and shared-memory
+    files copy its mode), whatever the process's umask."""
+    if path and path != ":memory:" and not os.path.exists(path):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:

@@ -20,7 +20,9 @@ RESOURCE = re.compile(
     rf"^(?:service:(?P<service>{NAME})(?:/(?P<glob>[A-Za-z0-9_.*?\[\]/-]{{1,200}}))?"
     rf"|(?:webhook|app|deployment):{NAME})$"
 )
-EMAIL = re.compile(r"^[^@\s:]+@[^@\s:]+$")
+# No whitespace, ':' or control characters, and no longer than a user's e-mail column.
+EMAIL = re.compile(r"[^@\s:\x00-\x1f\x7f-\x9f]+@[^@\s:\x00-\x1f\x7f-\x9f]+")
+MAX_EMAIL_LENGTH = 320
 ACTIONS = ("invoke", "read", "create", "update", "delete", "manage")
 COVERED_BY_INVOKE = frozenset({"invoke", "read", "create", "update", "delete"})
 EVERYONE = "*"
@@ -32,23 +34,28 @@ def _invalid(field: str, message: str) -> InvalidInput:
     )
 
 
+def _is_email(text: str) -> bool:
+    return len(text) <= MAX_EMAIL_LENGTH and EMAIL.fullmatch(text) is not None
+
+
 def parse_principal(text: str) -> str:
     """`user:<email>` (a bare e-mail is read as one), `team:<name>` or `*`."""
     text = text.strip()
     if text == EVERYONE:
         return text
     kind, _, name = text.partition(":")
-    if kind == "user" and EMAIL.match(name):
+    if kind == "user" and _is_email(name):
         return f"user:{normalize_email(name)}"
-    if kind == "team" and TEAM_NAME.match(name):
+    if kind == "team" and TEAM_NAME.fullmatch(name):
         return text
-    if ":" not in text and EMAIL.match(text):
+    if ":" not in text and _is_email(text):
         return f"user:{normalize_email(text)}"
     raise _invalid("principal", f"invalid principal {text!r}: use user:<email>, team:<name> or *")
 
 
 def parse_resource(text: str) -> str:
-    if not RESOURCE.match(text):
+    # fullmatch: `$` alone would let a trailing newline through.
+    if not RESOURCE.fullmatch(text):
         raise _invalid(
             "resource",
             f"invalid resource {text!r}: use service:<name>, service:<name>/<table-or-endpoint"

@@ -43,6 +43,8 @@ class MasterKey:
     def open(self, sealed: bytes, *, context: str) -> bytes:
         nonce, ciphertext = sealed[:NONCE_BYTES], sealed[NONCE_BYTES:]
         try:
+            if len(nonce) != NONCE_BYTES:  # truncated: AESGCM would raise a bare ValueError
+                raise InvalidTag
             return AESGCM(self.material).decrypt(nonce, ciphertext, context.encode())
         except InvalidTag:
             raise ConfigurationError(

@@ -22,7 +22,7 @@ MAX_VALUE_BYTES = 64 * 1024
 
 
 def validate_name(name: str) -> str:
-    if not SECRET_NAME.match(name):
+    if not SECRET_NAME.fullmatch(name):  # fullmatch: `$` would let a final newline in
         raise InvalidInput(
             f"invalid secret name {name!r}: secrets become environment variables, so use "
             "UPPER_CASE letters, digits and '_' (e.g. SALESFORCE_API_KEY)",
@@ -32,7 +32,7 @@ def validate_name(name: str) -> str:
 
 
 def validate_allow(allow: list[str]) -> list[str]:
-    bad = [entry for entry in allow if not ALLOW_ENTRY.match(entry)]
+    bad = [entry for entry in allow if not ALLOW_ENTRY.fullmatch(entry)]
     if bad:
         raise InvalidInput(
             f"invalid allow-list entr{'y' if len(bad) == 1 else 'ies'} "

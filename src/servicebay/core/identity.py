@@ -23,7 +23,7 @@ def normalize_email(email: str) -> str:
 
 
 def validate_teams(teams: list[str]) -> list[str]:
-    bad = [team for team in teams if not TEAM_NAME.match(team)]
+    bad = [team for team in teams if not TEAM_NAME.fullmatch(team)]  # `$` allows a final \n
     if bad:
         raise InvalidInput(
             f"invalid team name(s) {', '.join(map(repr, bad))}: use lowercase letters, digits, "

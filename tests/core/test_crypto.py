@@ -313,7 +313,9 @@ def _every_stored_value(database: Path) -> list[tuple[str, str, object]]:
             cursor = connection.execute(f'SELECT * FROM "{table}"')
             columns = [description[0] for description in cursor.description]
             for row in cursor:
-                cells += [(table, column, value) for column, value in zip(columns, row, strict=True)]
+                cells += [
+                    (table, column, value) for column, value in zip(columns, row, strict=True)
+                ]
     return cells
 
 

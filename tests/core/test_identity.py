@@ -1,0 +1,87 @@
+"""Users and their keys: e-mails are unique whatever their case, keys say why they fail."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from core_support import migrated_engine
+
+from servicebay.core import identity
+from servicebay.core.access import Authenticator
+from servicebay.core.db import session_factory
+from servicebay.core.errors import Conflict, InvalidInput, NotAuthenticated
+from servicebay.core.models import utcnow
+
+
+@pytest.mark.parametrize("team", ["marketing", "data_science", "eu.sales", "team-7", "7up"])
+def test_team_names_in_their_accepted_forms(team: str) -> None:
+    assert identity.validate_teams([team]) == [team]
+
+
+@pytest.mark.parametrize(
+    "team", ["", "Marketing", "market ing", "_x", "-x", "a/b", "x\n", "x\x00", "a" * 64]
+)
+def test_team_names_that_could_confuse_a_grant_are_refused(team: str) -> None:
+    with pytest.raises(InvalidInput):
+        identity.validate_teams(["marketing", team])
+
+
+def test_an_email_is_unique_whatever_its_case(sqlite_url: str) -> None:
+    async def scenario() -> None:
+        engine = await migrated_engine(sqlite_url)
+        try:
+            async with session_factory(engine)() as session, session.begin():
+                await identity.create_user(
+                    session, email="Ann@Example.com", name="Ann", teams=[], admin=False
+                )
+                with pytest.raises(Conflict):
+                    await identity.create_user(
+                        session, email=" ann@example.COM", name="Ann 2", teams=[], admin=False
+                    )
+                assert (await identity.get_user(session, "ANN@example.com")).name == "Ann"
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_keys_stop_working_when_revoked_expired_or_their_user_disabled(sqlite_url: str) -> None:
+    async def scenario() -> None:
+        engine = await migrated_engine(sqlite_url)
+        sessions = session_factory(engine)
+        try:
+            async with sessions() as session, session.begin():
+                ann = await identity.create_user(
+                    session, email="ann@example.com", name="Ann", teams=[], admin=False
+                )
+                revoked = await identity.create_key(session, ann, name="r", expires_in_days=None)
+                expired = await identity.create_key(session, ann, name="e", expires_in_days=1)
+                working = await identity.create_key(session, ann, name="w", expires_in_days=None)
+                await identity.revoke_key(session, revoked.record)
+                expired.record.expires_at = utcnow() - timedelta(seconds=1)
+            authenticator = Authenticator(sessions, ttl=0)
+
+            assert (await authenticator.authenticate(working.secret)).email == "ann@example.com"
+            with pytest.raises(NotAuthenticated, match="revoked"):
+                await authenticator.authenticate(revoked.secret)
+            with pytest.raises(NotAuthenticated, match="expired"):
+                await authenticator.authenticate(expired.secret)
+            unknown = working.secret[:-1] + ("B" if working.secret.endswith("A") else "A")
+            with pytest.raises(NotAuthenticated, match="not known"):
+                await authenticator.authenticate(unknown)
+            with pytest.raises(NotAuthenticated, match="malformed"):
+                await authenticator.authenticate(working.secret + "x")
+
+            async with sessions() as session, session.begin():
+                user = await identity.get_user(session, "ann@example.com")
+                await identity.update_user(session, user, disabled=True)
+                with pytest.raises(Conflict):
+                    await identity.create_key(session, user, name="new", expires_in_days=None)
+            with pytest.raises(NotAuthenticated, match="disabled"):
+                await authenticator.authenticate(working.secret)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())

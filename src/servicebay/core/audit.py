@@ -254,8 +254,13 @@ async def verify(session: AsyncSession) -> Verification:
         if event_hash(event.prev_hash, fields) != event.hash:
             report.flag(event.seq, "the event's content does not match its hash (edited)")
         expected_seq, prev_hash = event.seq + 1, event.hash
-    if expected_seq - 1 != head.seq or prev_hash != head.hash:
+    last = expected_seq - 1
+    if last > head.seq:  # name the first event the log's writers never appended
         report.flag(
-            expected_seq, f"the log ends at {expected_seq - 1} but its head says {head.seq}"
+            head.seq + 1, f"the log goes on to {last} but its head says {head.seq} (inserted)"
         )
+    elif last < head.seq:
+        report.flag(expected_seq, f"the log ends at {last} but its head says {head.seq}")
+    elif prev_hash != head.hash:
+        report.flag(last, "the last event's hash does not match the head's (replaced)")
     return report

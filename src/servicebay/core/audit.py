@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, insert, select, update
+from sqlalchemy import ColumnElement, String, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from servicebay.core.models import ApiKey, AuditEvent, AuditHead, utcnow
@@ -62,6 +62,25 @@ def event_hash(prev_hash: str, fields: dict[str, Any]) -> str:
     return hashlib.sha256((prev_hash + payload).encode()).hexdigest()
 
 
+_LENGTHS = {
+    column.name: column.type.length
+    for column in AuditEvent.__table__.columns
+    if isinstance(column.type, String) and column.type.length
+}
+
+
+def storable(record: AuditRecord) -> dict[str, Any]:
+    """The record's fields as every backend stores them: PostgreSQL refuses NUL characters
+    and strings longer than their column, and one request's odd path must not fail the
+    events batched with it. The hash covers exactly what is stored."""
+    fields = asdict(record)
+    for name, length in _LENGTHS.items():
+        value = fields.get(name)
+        if isinstance(value, str):
+            fields[name] = value.replace("\x00", "\ufffd")[:length]
+    return fields
+
+
 async def append(session: AsyncSession, records: Sequence[AuditRecord]) -> list[int]:
     """Chain and insert `records` in the caller's transaction; returns their seqs.
 
@@ -74,7 +93,7 @@ async def append(session: AsyncSession, records: Sequence[AuditRecord]) -> list[
     rows = []
     for record in records:
         seq += 1
-        fields = {"seq": seq, **asdict(record)}
+        fields = {"seq": seq, **storable(record)}
         digest = event_hash(prev_hash, fields)
         rows.append({**fields, "prev_hash": prev_hash, "hash": digest})
         prev_hash = digest
@@ -140,7 +159,15 @@ class AuditWriter:
         try:
             seqs = await self._commit(batch)
         except Exception as error:  # one bad batch must not stop auditing
-            log.exception("audit batch of %d events failed to commit", len(batch))
+            if len(batch) > 1:
+                # Retry one by one: an event that cannot be stored fails only its own write.
+                log.warning(
+                    "audit batch of %d events failed; committing them one by one", len(batch)
+                )
+                for pending in batch:
+                    await self._settle([pending])
+                return
+            log.exception("audit event failed to commit")
             for pending in batch:
                 if not pending.done.done():
                     pending.done.set_exception(error)

@@ -532,3 +532,80 @@ def test_a_forged_last_event_in_place_of_the_real_one_is_reported_at_its_seq(
 
     assert not report.ok
     assert problem_seqs(report) == [10]
+
+
+# --- events the database could refuse -----------------------------------------------------
+
+
+def test_an_event_with_oversized_fields_or_nul_characters_is_stored_and_verifies(
+    database_url: str,
+) -> None:
+    odd = AuditRecord(
+        action="GET unmatched",
+        outcome="allowed",
+        actor="a" * 400 + "@example.com",
+        method="X" * 40,
+        path="/" + "a" * 3000 + "\x00" + "?q=\x00",
+        client="\x00" * 100,
+        resource="user:\x00",
+        request_id="r" * 100,
+        detail={"reason": "nul \x00 inside", "\x00": "key"},
+        status=404,
+    )
+
+    async def scenario() -> tuple[list[int], Verification, tuple[Any, ...]]:
+        engine = await migrated_engine(database_url)
+        writer = AuditWriter(session_factory(engine), batch_max=500)
+        await writer.start()
+        try:
+            seqs = await asyncio.gather(writer.write(odd), writer.write(record(2)))
+            async with engine.connect() as connection:
+                stored = (
+                    await connection.execute(
+                        text("SELECT path, method, actor FROM audit_events WHERE seq = :seq"),
+                        {"seq": seqs[0]},
+                    )
+                ).one()
+            return list(seqs), await verification(engine), tuple(stored)
+        finally:
+            await writer.stop()
+            await engine.dispose()
+
+    seqs, report, (path, method, actor) = asyncio.run(scenario())
+
+    assert sorted(seqs) == [1, 2]
+    assert report.ok, report.problems
+    assert path.startswith("/aaa")
+    assert len(path) == 2000
+    assert "\x00" not in path
+    assert len(method) == 16
+    assert len(actor) == 320
+
+
+def test_an_event_that_cannot_be_recorded_fails_only_its_own_write(database_url: str) -> None:
+    unrecordable = AuditRecord("test.broken", "allowed", detail={"value": object()})
+
+    async def scenario() -> tuple[list[Any], Verification]:
+        engine = await migrated_engine(database_url)
+        writer = AuditWriter(session_factory(engine), batch_max=500)
+        await writer.start()
+        try:
+            results = await asyncio.gather(
+                *(writer.write(record(n)) for n in range(10)),
+                writer.write(unrecordable),
+                *(writer.write(record(n)) for n in range(10, 20)),
+                return_exceptions=True,
+            )
+            later = await writer.write(record(99))
+            return [*results, later], await verification(engine)
+        finally:
+            await writer.stop()
+            await engine.dispose()
+
+    results, report = asyncio.run(scenario())
+
+    failures = [result for result in results if isinstance(result, BaseException)]
+    assert len(failures) == 1
+    assert isinstance(failures[0], TypeError)
+    assert sorted(r for r in results if isinstance(r, int)) == list(range(1, 22))
+    assert report.ok

@@ -29,10 +29,13 @@ def decode_cursor(cursor: str | None) -> str | None:
     if not cursor:
         return None
     try:
-        position = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        # validate=True: characters outside the alphabet are an error, not silently dropped
+        # (which turned a cursor like "%%%" into "", i.e. "from the start").
+        padded = cursor + "=" * (-len(cursor) % 4)
+        position = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         position = None
-    if position is None or not position.isprintable():
+    if not position or not position.isprintable():
         raise invalid_cursor()
     return position
 

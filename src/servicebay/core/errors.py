@@ -57,3 +57,15 @@ class ConfigurationError(ServiceBayError):
 
     status = 500
     title = "Configuration error"
+
+
+class MethodNotAllowed(ServiceBayError):
+    status = 405
+    title = "Method Not Allowed"
+
+    def __init__(self, message: str, *, allow: list[str]) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": ", ".join(self.allow)}

@@ -1,0 +1,67 @@
+"""A pooled async engine for a service's database URL, whatever driver the URL names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from servicebay.core.errors import ConfigurationError
+
+_ASYNC_DRIVERS = {
+    "sqlite": "aiosqlite",
+    "postgresql": "asyncpg",
+    "postgres": "asyncpg",
+    "mysql": "asyncmy",
+    "mariadb": "asyncmy",
+}
+_BACKENDS = {"postgres": "postgresql"}
+_CONNECT_ARGS: dict[str, dict[str, Any]] = {
+    "postgresql": {"timeout": 10},
+    "mysql": {"connect_timeout": 10, "charset": "utf8mb4"},
+    "mariadb": {"connect_timeout": 10, "charset": "utf8mb4"},
+}
+"""An unreachable server fails in seconds, not the drivers' default minute."""
+
+
+def async_url(url: str, service: str) -> URL:
+    """The URL with its backend's async driver, whichever driver (if any) it named.
+
+    Errors never quote the URL: it holds the database's password.
+    """
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ConfigurationError(
+            f"the secret of service {service!r} does not hold a SQLAlchemy URL"
+        ) from None
+    backend = _BACKENDS.get(parsed.get_backend_name(), parsed.get_backend_name())
+    if backend not in _ASYNC_DRIVERS:
+        raise ConfigurationError(
+            f"service {service!r}: the {backend!r} backend is not supported "
+            "(use SQLite, PostgreSQL, MySQL or MariaDB)"
+        )
+    return parsed.set(drivername=f"{backend}+{_ASYNC_DRIVERS[backend]}")
+
+
+def create_engine(url: URL) -> AsyncEngine:
+    """Pooled; connections are recycled before servers drop idle ones (MySQL's
+    wait_timeout), and a dropped connection invalidates the pool: no ping per request."""
+    engine = create_async_engine(
+        url, pool_recycle=1800, connect_args=_CONNECT_ARGS.get(url.get_backend_name(), {})
+    )
+    if url.get_backend_name() == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(connection: Any, record: Any) -> None:
+    """SQLite leaves foreign keys unenforced and LIKE case-insensitive unless told:
+    make both behave as on PostgreSQL."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA case_sensitive_like = ON")
+    cursor.close()

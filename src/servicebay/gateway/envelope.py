@@ -101,8 +101,10 @@ class _Exchange:
             return
         if message["type"] == "http.response.start":
             self.answered = True
-            request_id = (b"x-request-id", self.context.request_id.encode())
-            message = {**message, "headers": [*message.get("headers", ()), request_id]}
+            # One X-Request-ID, ours: a problem built by `refuse` already carries it.
+            headers = [h for h in message.get("headers", ()) if h[0].lower() != b"x-request-id"]
+            headers.append((b"x-request-id", self.context.request_id.encode()))
+            message = {**message, "headers": headers}
             if not await self._audit(message["status"]):
                 self.replaced = True
                 self.envelope.metrics.audit_failures.inc()

@@ -108,6 +108,10 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, BodyTooLarge):
+        # FastAPI turns any error while reading a body into "400 error parsing the body";
+        # a streamed body over the limit is found out there, and it is a 413.
+        return problem(request, 413, str(exc.__cause__))
     detail = exc.detail if isinstance(exc.detail, str) else TITLES.get(exc.status_code, "Error")
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"nothing is served at {request.url.path}"

@@ -76,10 +76,12 @@ def after(sorts: Sequence[Sort], values: Sequence[Any]) -> sa.ColumnElement[bool
             beyond = expression.is_not(None) if sort.descending else sa.false()
             tie = expression.is_(None)
         else:
-            beyond = expression < value if sort.descending else expression > value
+            # A bound parameter, not the bare value: SQLAlchemy takes `< True` for a mistake.
+            bound = sa.bindparam(None, value, type_=expression.type)
+            beyond = expression < bound if sort.descending else expression > bound
             if sort.column.nullable and not sort.descending:
                 beyond = sa.or_(beyond, expression.is_(None))
-            tie = expression == value
+            tie = expression == bound
         branches.append(sa.and_(*ties, beyond))
         ties.append(tie)
     return sa.or_(*branches)

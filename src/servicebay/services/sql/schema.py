@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.types import NullType
 
 from servicebay.services.sql.spec import SqlServiceSpec, TableSpec
@@ -216,6 +217,16 @@ def _key(
     return None
 
 
+def _read(column: sa.Column[Any], raw: bool) -> sa.ColumnElement[Any]:
+    """MySQL sends a single-precision FLOAT rounded to 6 digits, which would not compare
+    equal to itself in a cursor: it is read as the DOUBLE it exactly converts to."""
+    if raw:
+        return sa.type_coerce(column, NullType()).label(column.name)
+    if type(column.type) is mysql.FLOAT:
+        return sa.cast(column, mysql.DOUBLE(asdecimal=False)).label(column.name)
+    return column
+
+
 def _column(column: sa.Column[Any], spec: TableSpec, dialect: str) -> ColumnModel:
     vtype = value_type(column.type, dialect)
     generated = column.computed is not None or bool(column.identity and column.identity.always)
@@ -228,9 +239,6 @@ def _column(column: sa.Column[Any], spec: TableSpec, dialect: str) -> ColumnMode
     )
     nullable = bool(column.nullable) and not column.primary_key
     raw = dialect == "sqlite"
-    read: sa.ColumnElement[Any] = (
-        sa.type_coerce(column, NullType()).label(column.name) if raw else column
-    )
     return ColumnModel(
         name=column.name,
         column=column,
@@ -238,7 +246,7 @@ def _column(column: sa.Column[Any], spec: TableSpec, dialect: str) -> ColumnMode
         nullable=nullable,
         required=not nullable and not has_default,
         writable=vtype.writable and not generated and column.name not in spec.read_only,
-        read=read,
+        read=_read(column, raw),
         raw=raw,
         description=column.comment,
     )

@@ -17,7 +17,7 @@ def _pages(shop: Shop, tag: str, limit: int, between: Any = None, **query: str) 
     rows: list[dict[str, Any]] = []
     cursor = None
     for number in range(1000):
-        extra = {"cursor": cursor} if cursor else {}
+        extra: dict[str, str] = {"cursor": cursor} if cursor else {}
         reply = shop.call(
             "GET",
             "customer",

@@ -72,6 +72,7 @@ def after(sorts: Sequence[Sort], values: Sequence[Any]) -> sa.ColumnElement[bool
     for sort, value in zip(sorts, values, strict=True):
         expression = sort.column.read
         beyond: sa.ColumnElement[bool]
+        tie: sa.ColumnElement[bool]
         if value is None:
             beyond = expression.is_not(None) if sort.descending else sa.false()
             tie = expression.is_(None)

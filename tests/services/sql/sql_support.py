@@ -195,11 +195,11 @@ def new_tag() -> str:
 
 
 _LEAKS = re.compile(
-    r"\bselect\b.*\bfrom\b|\binsert\s+into\b|\bupdate\s+\S+\s+set\b|\bdelete\s+from\b"
+    r"\bselect\s+[\w\"`.*]+(\s*,\s*[\w\"`.*]+)*\s+from\b|\binsert\s+into\b|\bupdate\s+\S+\s+set\b|\bdelete\s+from\b"
     r"|\bdrop\s+table\b|sqlalchemy|asyncpg|asyncmy|aiosqlite|sqlite3|pymysql|\[sql|traceback"
     r"|background on this error|syntax|duplicate entry|violates|constraint failed"
     r"|you have an error|postgresql://|mysql://|sqlite://|password",
-    re.IGNORECASE | re.DOTALL,
+    re.IGNORECASE,
 )
 
 

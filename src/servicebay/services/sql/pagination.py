@@ -37,14 +37,14 @@ class Sort:
 def parse_order(table: TableModel, text: str | None) -> list[Sort]:
     """`a.desc,b` as sorts, ending with the key; raises BadValue naming the first problem."""
     sorts: list[Sort] = []
-    for item in (text or "").split(",") if text else []:
-        name, _, direction = item.partition(".")
+    for item in text.split(",") if text is not None else []:
+        name, dot, direction = item.partition(".")
         column = table.column(name)
         if column is None:
             raise BadValue("unknown column in order", "unknown_column")
         if column.type.kind not in SORTABLE:
             raise BadValue(f"a {column.type.kind} column cannot be ordered by")
-        if direction not in ("", *_DIRECTIONS):
+        if dot and direction not in _DIRECTIONS:
             raise BadValue("a direction is asc or desc: order=col.desc")
         if all(sort.column is not column for sort in sorts):
             sorts.append(Sort(column, _DIRECTIONS.get(direction, False)))

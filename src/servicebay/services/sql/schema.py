@@ -42,6 +42,10 @@ class ColumnModel:
     raw: bool
     description: str | None
 
+    def show(self, value: Any) -> Any:
+        """A value of this column, as read, as JSON."""
+        return self.type.to_json(value, raw=self.raw)
+
 
 @dataclass(frozen=True)
 class TableModel:

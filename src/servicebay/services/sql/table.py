@@ -169,7 +169,7 @@ class TableEndpoints:
 
 
 def _shown(columns: list[ColumnModel], row: sa.RowMapping) -> dict[str, Any]:
-    return {column.name: column.type.to_json(row[column.name]) for column in columns}
+    return {column.name: column.show(row[column.name]) for column in columns}
 
 
 def _column_names(row: payload.Row) -> tuple[str, ...]:

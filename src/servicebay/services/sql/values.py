@@ -106,8 +106,9 @@ class ValueType:
             raise BadValue(f"a {self.kind} column cannot be compared with a value")
         return self.from_json(text)
 
-    def to_json(self, value: Any) -> Any:
-        """A value as read from the database, as JSON.
+    def to_json(self, value: Any, *, raw: bool = False) -> Any:
+        """A value as read from the database, as JSON; `raw` when read as stored (SQLite),
+        without the column type's conversions, so JSON arrives as its text.
 
         SQLite hands back whatever was stored, whatever the declared type: a value that
         does not fit its column's kind is shown as it is rather than refused.
@@ -120,7 +121,7 @@ class ValueType:
             return _decimal_text(self, value)
         if self.kind in _TEMPORAL and isinstance(value, str):
             return _iso_or_text(_TEMPORAL[self.kind], value)
-        if self.kind is Kind.JSON and isinstance(value, str | bytes):
+        if self.kind is Kind.JSON and raw and isinstance(value, str | bytes):
             try:
                 return json.loads(value)
             except ValueError:

@@ -12,6 +12,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from servicebay.core.errors import ServiceBayError
+from servicebay.core.redaction import redact_keys
 from servicebay.gateway.context import request_context
 from servicebay.gateway.limits import BodyTooLarge
 
@@ -46,13 +47,23 @@ def problem_body(
         "type": f"urn:servicebay:problem:{title.lower().replace(' ', '-')}",
         "title": title,
         "status": status,
-        "detail": detail,
-        "instance": instance,
+        "detail": redact_keys(detail),  # messages may quote the bad input: never a key
+        "instance": redact_keys(instance),
         "request_id": request_id,
     }
     if errors:
-        body["errors"] = errors
+        body["errors"] = [_without_keys(error) for error in errors]
     return body
+
+
+def _without_keys(error: dict[str, Any]) -> dict[str, Any]:
+    cleaned = dict(error)
+    for name, value in error.items():
+        if isinstance(value, str):
+            cleaned[name] = redact_keys(value)
+        elif isinstance(value, list):  # `loc` names a field, and a field name may be a key
+            cleaned[name] = [redact_keys(part) if isinstance(part, str) else part for part in value]
+    return cleaned
 
 
 def problem(

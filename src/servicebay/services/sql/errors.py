@@ -35,6 +35,9 @@ _MYSQL: dict[int, tuple[str, str | None]] = {
     3819: ("check", rf"constraint '({_NAME})'"),
     4025: ("check", rf"CONSTRAINT `({_NAME})`"),
 }
+_MYSQL_RETRYABLE = {1040, 1205, 1213}
+"""Too many connections, lock wait timeout, deadlock."""
+_SQLITE_UNAVAILABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR")
 _SQLITE = {
     "UNIQUE": "unique",
     "PRIMARY KEY": "unique",
@@ -111,16 +114,28 @@ def _failure(service: str, error: DBAPIError) -> ServiceBayError:
         return InvalidInput(
             "the database refused a value (out of its range or not storable in the column)"
         )
-    if (
-        isinstance(error, sa.exc.OperationalError | sa.exc.InterfaceError)
-        or error.connection_invalidated
-    ):
+    if _unavailable(error):
         return DatabaseUnavailable(
-            f"the database of service {service!r} is unavailable or failed ({reason})"
+            f"the database of service {service!r} is unavailable; retry later ({reason})"
         )
     return ConfigurationError(
         f"the database of service {service!r} refused the statement ({reason})"
     )
+
+
+def _unavailable(error: DBAPIError) -> bool:
+    """A lost or refused connection, or a lock the caller may retry after; not a statement
+    the database rejects (MySQL and SQLite report both as OperationalError: their codes
+    tell)."""
+    if error.connection_invalidated or isinstance(error, sa.exc.InterfaceError):
+        return True
+    sqlite_error = getattr(error.orig, "sqlite_errorname", None)
+    if isinstance(sqlite_error, str):
+        return sqlite_error.startswith(_SQLITE_UNAVAILABLE)
+    code = error.orig.args[0] if error.orig is not None and error.orig.args else None
+    if isinstance(code, int):
+        return code >= 2000 or code in _MYSQL_RETRYABLE
+    return isinstance(error, sa.exc.OperationalError)
 
 
 def describe(error: BaseException) -> str:

@@ -159,7 +159,10 @@ class _Exchange:
         )
 
     async def _audit(self, status: int) -> bool:
-        if self.scope["path"].startswith(NOT_AUDITED):
+        path = self.scope["path"]
+        # Those paths and what lies under them, not any path that merely begins alike
+        # (`/metrics_export`, `/docsearch` and `/healthzz` are audited like the rest).
+        if path in NOT_AUDITED or path.startswith(tuple(f"{p}/" for p in NOT_AUDITED)):
             return True
         context = self.context
         client = self.scope.get("client")

@@ -276,3 +276,16 @@ def test_health_metrics_and_documentation_are_not_audited(
     assert httpx.get(f"{server.url}{path}", headers={"X-Request-ID": rid}).status_code == 200
 
     assert rid not in admin.get("/api/v1/audit/export").text
+
+
+@pytest.mark.parametrize("path", ["/docsearch", "/metrics_export/daily", "/healthzz", "/readyz2"])
+def test_a_path_that_merely_begins_like_an_unaudited_one_is_audited(
+    server: Server, admin: httpx.Client, member: tuple[str, str], path: str
+) -> None:
+    email, key = member
+    rid = request_id()
+
+    with server.client(key) as client:
+        assert client.get(path, headers={"X-Request-ID": rid}).status_code == 404
+
+    assert find_event(admin, rid)["path"] == path

@@ -7,6 +7,7 @@ import json
 import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
@@ -165,6 +166,12 @@ def test_events_filter_by_time_since_inclusive_and_until_exclusive(
     assert [event["seq"] for event in since] == [last["seq"], middle["seq"]]
     assert [event["seq"] for event in until] == [first["seq"]]
     assert [event["seq"] for event in between] == [middle["seq"]]
+    moment = datetime.fromisoformat(middle["ts"].replace("Z", "+00:00"))
+    for same_moment in (
+        moment.astimezone(timezone(timedelta(hours=2))).isoformat(),  # another offset
+        moment.replace(tzinfo=None).isoformat(),  # no offset: UTC
+    ):
+        assert events_of(admin, actor=email, since=same_moment) == since, same_moment
 
 
 def test_events_page_newest_first_through_next(
@@ -282,7 +289,7 @@ def test_health_metrics_and_documentation_are_not_audited(
 def test_a_path_that_merely_begins_like_an_unaudited_one_is_audited(
     server: Server, admin: httpx.Client, member: tuple[str, str], path: str
 ) -> None:
-    email, key = member
+    _, key = member
     rid = request_id()
 
     with server.client(key) as client:

@@ -323,3 +323,18 @@ def test_a_member_cannot_revoke_another_users_key_nor_learn_that_it_exists(
     assert_problem(made_up, 404, "no key with id")
     with server.client(victim_key) as victim:
         assert victim.get("/api/v1/me").status_code == 200
+
+
+def test_grants_page_through_next(admin: httpx.Client) -> None:
+    resource = f"service:{unique_name()}"
+    created = sorted(
+        grant(admin, f"team:{unique_name('team')}", resource, ["read"]) for _ in range(3)
+    )
+
+    first = admin.get("/api/v1/grants", params={"resource": resource, "limit": 2}).json()
+    second = admin.get(
+        "/api/v1/grants", params={"resource": resource, "limit": 2, "cursor": first["next"]}
+    ).json()
+
+    assert [item["id"] for item in first["data"] + second["data"]] == created
+    assert second["next"] is None

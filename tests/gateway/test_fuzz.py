@@ -45,6 +45,7 @@ def fuzzed_server(
             assert admin.get("/api/v1/me").status_code == 200
             verified = admin.get("/api/v1/audit/verify").json()
         assert verified["ok"] is True, verified["problems"]
+        assert verified["checked"] >= 100, "the fuzzer made hardly any request"
         errors = [
             line
             for line in server.log_text().splitlines()

@@ -73,7 +73,7 @@ class Reflected:
 def reflect(connection: sa.Connection, names: Sequence[str] | None) -> Reflected:
     """Reflect the tables the spec names (`None`: all of them). Runs in `run_sync`."""
     inspector = sa.inspect(connection)
-    present = set(inspector.get_table_names())
+    present = {str(name) for name in inspector.get_table_names()}
     wanted = sorted(present if names is None else present.intersection(names))
     metadata = sa.MetaData()
     metadata.reflect(connection, only=wanted)
@@ -159,7 +159,7 @@ def _table(
                     )
                 )
     columns = {
-        column.name: _column(column, spec, reflected.dialect)
+        str(column.name): _column(column, spec, reflected.dialect)
         for column in table.columns
         if (spec.columns is None or column.name in spec.columns) and column.name not in spec.hidden
     }
@@ -244,7 +244,7 @@ def _column(column: sa.Column[Any], spec: TableSpec, dialect: str) -> ColumnMode
     nullable = bool(column.nullable) and not column.primary_key
     raw = dialect == "sqlite"
     return ColumnModel(
-        name=column.name,
+        name=str(column.name),  # not SQLAlchemy's quoted_name: names go out in JSON
         column=column,
         type=vtype,
         nullable=nullable,

@@ -31,7 +31,7 @@ def value_type(sql_type: TypeEngine[object], dialect: str) -> ValueType:
     if isinstance(sql_type, sa.Numeric):
         return ValueType(Kind.DECIMAL, precision=sql_type.precision, scale=sql_type.scale)
     if isinstance(sql_type, sa.Enum):
-        return ValueType(Kind.STRING, choices=tuple(sql_type.enums))
+        return ValueType(Kind.STRING, choices=tuple(str(choice) for choice in sql_type.enums))
     if isinstance(sql_type, sa.String):
         return ValueType(Kind.STRING, max_length=sql_type.length)
     if isinstance(sql_type, sa.DateTime):

@@ -1,4 +1,5 @@
-"""Fixtures: one shop database per backend and test worker, shared by every test here.
+"""Fixtures: one shop database per backend and test worker, shared by every test here
+(and one more for the fuzzer, whose random rows would surprise the others).
 
 Creating a PostgreSQL or MariaDB database costs a few hundred milliseconds, so each
 worker makes one per backend for the whole session; tests keep to their own rows (their
@@ -35,13 +36,14 @@ class Databases:
     def __init__(self, folder: Path, runner: asyncio.Runner) -> None:
         self.folder = folder
         self.runner = runner
-        self.urls: dict[str, str] = {}
+        self.urls: dict[tuple[str, str], str] = {}
         self.created: list[tuple[str, str]] = []
 
-    def url(self, backend: str) -> str:
-        if backend not in self.urls:
-            self.urls[backend] = self._create(backend)
-        return self.urls[backend]
+    def url(self, backend: str, purpose: str) -> str:
+        """The database for `purpose` on `backend` (tests that scribble get their own)."""
+        if (backend, purpose) not in self.urls:
+            self.urls[backend, purpose] = self._create(backend)
+        return self.urls[backend, purpose]
 
     def _create(self, backend: str) -> str:
         if backend == "sqlite":
@@ -107,8 +109,21 @@ def databases(
 def shop(
     request: pytest.FixtureRequest, databases: Databases, runner: asyncio.Runner
 ) -> Iterator[Shop]:
-    backend: str = request.param
-    url = databases.url(backend)
+    yield from _open_shop(request.param, "shop", databases, runner)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def fuzzed_shop(
+    request: pytest.FixtureRequest, databases: Databases, runner: asyncio.Runner
+) -> Iterator[Shop]:
+    """A shop of its own for the fuzzer, whose random rows would surprise other tests."""
+    yield from _open_shop(request.param, "fuzz", databases, runner)
+
+
+def _open_shop(
+    backend: str, purpose: str, databases: Databases, runner: asyncio.Runner
+) -> Iterator[Shop]:
+    url = databases.url(backend, purpose)
     runner.run(build_schema(backend, url))
     service = runner.run(SqlService.connect(shop_spec(), url))
     yield Shop(backend, url, service, runner)

@@ -66,7 +66,7 @@ def test_every_mismatch_between_spec_and_database_is_named(shop: Shop) -> None:
 def test_a_hidden_key_is_refused(shop: Shop) -> None:
     error = _refused(shop, tables={"customer": {"key": "email", "hidden": ["email"]}})
 
-    assert "must not be hidden" in str(error.errors)
+    assert "must be exposed, not hidden" in str(error.errors)
 
 
 def test_all_tables(shop: Shop, tag: str) -> None:

@@ -64,6 +64,10 @@ def unknown_parameter(name: str) -> FieldError:
     return {"loc": ["query", name], "msg": "unknown parameter", "type": "extra_forbidden"}
 
 
+def given_twice(name: str) -> FieldError:
+    return {"loc": ["query", name], "msg": "given more than once", "type": "value_error"}
+
+
 def invalid(errors: list[FieldError]) -> InvalidInput:
     """One 400 for all the problems found, its message naming where each is."""
     where = ", ".join(".".join(str(part) for part in error["loc"]) for error in errors)

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from servicebay.core.errors import InvalidInput
-from servicebay.services.sql.errors import field_error, invalid
+from servicebay.services.sql.errors import FieldError, field_error, given_twice, invalid
 from servicebay.services.sql.filters import condition
 from servicebay.services.sql.pagination import Sort, decode, parse_order
 from servicebay.services.sql.schema import ColumnModel, TableModel
@@ -34,18 +34,16 @@ class ListRequest:
 
 def controls(
     query: Sequence[tuple[str, str]], allowed: Sequence[str]
-) -> tuple[dict[str, str], list[dict[str, Any]]]:
-    """The control parameters in `allowed`, each at most once; any other name is left to
-    the caller (a filter) when it allows filters, and is an error otherwise."""
+) -> tuple[dict[str, str], list[FieldError]]:
+    """The control parameters among `allowed`, each given at most once; other names are
+    the caller's to judge (filters on a list, unknown parameters elsewhere)."""
     found: dict[str, str] = {}
-    errors: list[dict[str, Any]] = []
+    errors: list[FieldError] = []
     for name, value in query:
         if name not in allowed:
             continue
         if name in found:
-            errors.append(
-                {"loc": ["query", name], "msg": "given more than once", "type": "value_error"}
-            )
+            errors.append(given_twice(name))
         found[name] = value
     return found, errors
 
@@ -103,7 +101,7 @@ def parse_list(
     return ListRequest(where, select, sorts, limit, after)
 
 
-def _limit(text: str | None, default: int, maximum: int, errors: list[dict[str, Any]]) -> int:
+def _limit(text: str | None, default: int, maximum: int, errors: list[FieldError]) -> int:
     if text is None:
         return default
     if text.isascii() and text.isdigit() and len(text) < 10 and 1 <= int(text) <= maximum:

@@ -17,11 +17,11 @@ from servicebay.services.base import ServiceReply
 from servicebay.services.sql.errors import (
     FieldError,
     field_error,
+    given_twice,
     invalid,
     translated,
     unknown_parameter,
 )
-from servicebay.services.sql.schema import Problem
 from servicebay.services.sql.spec import QueryParam, QuerySpec, SqlServiceSpec
 from servicebay.services.sql.values import BadValue, Kind, ValueType, plain_json
 
@@ -63,9 +63,7 @@ class NamedQuery:
             if name not in self.spec.params:
                 errors.append(unknown_parameter(name))
             elif name in values:
-                errors.append(
-                    {"loc": ["query", name], "msg": "given more than once", "type": "value_error"}
-                )
+                errors.append(given_twice(name))
             else:
                 try:
                     values[name] = self.param_type(name).from_text(text)
@@ -83,14 +81,14 @@ class NamedQuery:
         return values
 
 
-def build_queries(spec: SqlServiceSpec) -> tuple[dict[str, NamedQuery], list[Problem]]:
+def build_queries(spec: SqlServiceSpec) -> tuple[dict[str, NamedQuery], list[FieldError]]:
     """The named queries, and every mismatch between a query's SQL and its params.
 
     `:name` in the SQL is a parameter; `:name::type` is not (SQLAlchemy reads `::` as
     PostgreSQL's cast), so such a parameter shows up as declared but unused.
     """
     queries: dict[str, NamedQuery] = {}
-    problems: list[Problem] = []
+    problems: list[FieldError] = []
     for name, query in spec.queries.items():
         loc = ["queries", name, "params"]
         clause = sa.text(query.sql)

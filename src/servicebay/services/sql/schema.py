@@ -14,11 +14,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import NullType
 
-from servicebay.services.sql.spec import SqlServiceSpec, TableSpec
+from servicebay.services.sql.errors import FieldError
+from servicebay.services.sql.spec import IDENTIFIER, SqlServiceSpec, TableSpec
 from servicebay.services.sql.typemap import value_type
 from servicebay.services.sql.values import COMPARABLE, ValueType
-
-Problem = dict[str, Any]
 
 _MARIADB_JSON = sa.text(
     "SELECT TABLE_NAME, CONSTRAINT_NAME FROM information_schema.CHECK_CONSTRAINTS "
@@ -112,19 +111,21 @@ def _mark_json(connection: sa.Connection, metadata: sa.MetaData) -> None:
 
 def build_tables(
     spec: SqlServiceSpec, reflected: Reflected
-) -> tuple[dict[str, TableModel], list[Problem]]:
+) -> tuple[dict[str, TableModel], list[FieldError]]:
     """The exposed tables, and every way the spec and the database disagree.
 
-    With `"*"` a table that cannot be served (no single-column key) is left out rather
-    than refused, and a table named `queries` is hidden behind the named queries.
+    With `"*"` a table that cannot be served (no single-column key, or a name that is
+    no plain identifier, so no path segment) is left out rather than refused, and a
+    table named `queries` is hidden behind the named queries.
     """
     tables: dict[str, TableModel] = {}
-    problems: list[Problem] = []
+    problems: list[FieldError] = []
     if spec.tables == "*":
         for name in sorted(reflected.unique):
-            found: list[Problem] = []
+            found: list[FieldError] = []
             model = _table(name, TableSpec(), reflected, found)
-            if model is not None and not found and name != "queries":
+            served = IDENTIFIER.match(name) and name != "queries"
+            if model is not None and not found and served:
                 tables[name] = model
         return tables, problems
     for name, table_spec in spec.tables.items():
@@ -137,12 +138,12 @@ def build_tables(
     return tables, problems
 
 
-def _problem(loc: list[Any], msg: str) -> Problem:
+def _problem(loc: list[Any], msg: str) -> FieldError:
     return {"loc": loc, "msg": msg, "type": "value_error"}
 
 
 def _table(
-    name: str, spec: TableSpec, reflected: Reflected, problems: list[Problem]
+    name: str, spec: TableSpec, reflected: Reflected, problems: list[FieldError]
 ) -> TableModel | None:
     table = reflected.metadata.tables[name]
     start = len(problems)
@@ -193,7 +194,7 @@ def _key(
     table: sa.Table,
     columns: dict[str, ColumnModel],
     reflected: Reflected,
-    problems: list[Problem],
+    problems: list[FieldError],
 ) -> ColumnModel | None:
     loc = ["tables", name, "key"]
     primary = [column.name for column in table.primary_key.columns]
@@ -207,7 +208,7 @@ def _key(
         problems.append(_problem(loc, f"{name} has no column {key_name!r}"))
         return None
     if key_name not in columns:
-        problems.append(_problem(loc, f"the key column {key_name!r} must not be hidden"))
+        problems.append(_problem(loc, f"the key column {key_name!r} must be exposed, not hidden"))
         return None
     key = columns[key_name]
     if key_name not in reflected.unique.get(name, set()):

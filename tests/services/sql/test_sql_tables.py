@@ -335,6 +335,31 @@ def test_integer_range_follows_the_column_size(shop: Shop, tag: str) -> None:
         assert "32767" in error.message or "32767" in str(error.errors)
 
 
+def test_uuids(shop: Shop, tag: str) -> None:
+    """A uuid column (PostgreSQL) takes any spelling of a UUID and answers the canonical one;
+    elsewhere the shop keeps it in a CHAR(36), as text."""
+    value = "123e4567-e89b-12d3-a456-426614174000"
+    body = {"email": f"{tag}-0@example.com", "name": "U", "external_id": value.upper()}
+    if shop.backend != "postgres":
+        body["external_id"] = value
+
+    created = shop.call("POST", "customer", body=body).body
+
+    assert created["external_id"] == value
+    assert [row["email"] for row in shop.mine(tag, external_id=value)] == [body["email"]]
+    if shop.backend == "postgres":
+        assert shop.mine(tag, external_id=f"eq.{{{value.upper()}}}")[0]["external_id"] == value
+        assert locs(shop.refused("GET", "customer", query={"external_id": "xyz"})) == [
+            ["query", "external_id"]
+        ]
+
+
+def test_a_time_of_day_takes_no_offset(shop: Shop, tag: str) -> None:
+    body = {"email": f"{tag}@example.com", "name": "T", "wakes_at": "06:00:00+02:00"}
+
+    assert locs(shop.refused("POST", "customer", body=body)) == [["body", "wakes_at"]]
+
+
 def test_timezones(shop: Shop, tag: str) -> None:
     """timestamptz keeps the instant (answered in UTC); a naive column stores UTC."""
     body = {"email": f"{tag}@example.com", "name": "N"}

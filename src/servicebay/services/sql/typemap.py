@@ -39,7 +39,7 @@ def value_type(sql_type: TypeEngine[object], dialect: str) -> ValueType:
     if isinstance(sql_type, sa.Date):
         return ValueType(Kind.DATE)
     if isinstance(sql_type, sa.Time):
-        return ValueType(Kind.TIME)
+        return ValueType(Kind.TIME, timezone=bool(sql_type.timezone))
     if isinstance(sql_type, sa.Uuid):
         return ValueType(Kind.UUID)
     if isinstance(sql_type, sa.JSON):

@@ -76,6 +76,7 @@ class ValueType:
     max_length: int | None = None
     choices: tuple[str, ...] | None = None
     timezone: bool = False
+    """Date-times and times: the column keeps an offset (PostgreSQL's timestamptz, timetz)."""
 
     @property
     def writable(self) -> bool:
@@ -230,7 +231,11 @@ def _date_only(text: str) -> dt.date:
 
 
 def _time(vtype: ValueType, value: Any) -> dt.time:
-    return _parsed(value, dt.time.fromisoformat, "an ISO 8601 time (HH:MM[:SS])")
+    """An offset means nothing to a time-of-day column without one, so it is refused."""
+    moment = _parsed(value, dt.time.fromisoformat, "an ISO 8601 time (HH:MM[:SS])")
+    if moment.tzinfo is not None and not vtype.timezone:
+        raise BadValue("expected a time of day without offset")
+    return moment
 
 
 def _datetime(vtype: ValueType, value: Any) -> dt.datetime:

@@ -13,6 +13,7 @@ from sql_support import Shop, assert_no_leak, locs, shop_spec
 
 from servicebay.core.errors import ConfigurationError, Conflict, InvalidInput
 from servicebay.services.base import ServiceCall
+from servicebay.services.sql.engine import async_url
 from servicebay.services.sql.service import SqlService
 
 
@@ -121,6 +122,8 @@ def test_inserts_without_returning_read_rows_back(
 
 
 UNREACHABLE = [
+    "postgresql://bob:hunter2secret@127.0.0.1:5432/shop?unknown_option=1",
+    "mysql://bob:hunter2secret@127.0.0.1:3306/shop?unknown_option=1",
     "postgresql://bob:hunter2secret@127.0.0.1:1/shop",
     "postgresql+psycopg2://bob:hunter2secret@127.0.0.1:1/shop",
     "mysql://bob:hunter2secret@127.0.0.1:1/shop",
@@ -139,6 +142,21 @@ def test_an_unreachable_database_is_a_configuration_error_without_its_url(
     assert "shop" in caught.value.message
     assert "hunter2secret" not in caught.value.message
     assert_no_leak(caught.value, url)
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("sqlite:///shop.db", "sqlite+aiosqlite:///shop.db"),
+        ("postgresql://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgres://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgresql+psycopg2://u@h/db?sslmode=require", "postgresql+asyncpg://u@h/db?ssl=require"),
+        ("mysql+pymysql://u@h/db", "mysql+asyncmy://u@h/db"),
+        ("mariadb://u@h/db", "mariadb+asyncmy://u@h/db"),
+    ],
+)
+def test_each_backend_gets_its_async_driver(given: str, used: str) -> None:
+    assert async_url(given, "shop").render_as_string() == used
 
 
 def test_a_missing_database_on_a_live_server(shop: Shop) -> None:

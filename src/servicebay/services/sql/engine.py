@@ -44,6 +44,11 @@ def async_url(url: str, service: str) -> URL:
             f"service {service!r}: the {backend!r} backend is not supported "
             "(use SQLite, PostgreSQL, MySQL or MariaDB)"
         )
+    if backend == "postgresql" and "sslmode" in parsed.query and "ssl" not in parsed.query:
+        # libpq's (and psycopg's) spelling; asyncpg takes the same values as `ssl`.
+        query = dict(parsed.query)
+        query["ssl"] = query.pop("sslmode")
+        parsed = parsed.set(query=query)
     return parsed.set(drivername=f"{backend}+{_ASYNC_DRIVERS[backend]}")
 
 

@@ -56,6 +56,11 @@ class SqlService:
             raise ConfigurationError(
                 f"service {spec.name!r} cannot reach its database ({describe(error)})"
             ) from None
+        except TypeError:  # the driver's connect() refused a keyword: a URL query option
+            await engine.dispose()
+            raise ConfigurationError(
+                f"service {spec.name!r}: its database URL has an option the driver does not take"
+            ) from None
         tables, problems = build_tables(spec, reflected)
         queries, query_problems = build_queries(spec)
         problems += query_problems

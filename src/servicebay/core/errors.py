@@ -52,6 +52,13 @@ class Conflict(ServiceBayError):
     title = "Conflict"
 
 
+class ServiceUnavailable(ServiceBayError):
+    """A service's data source cannot be reached now; the caller may retry."""
+
+    status = 503
+    title = "Service Unavailable"
+
+
 class ConfigurationError(ServiceBayError):
     """The instance is misconfigured (missing master key, wrong database...)."""
 

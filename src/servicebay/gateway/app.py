@@ -12,11 +12,12 @@ import servicebay
 from servicebay.core.audit import AuditRecord
 from servicebay.core.instance import Instance
 from servicebay.core.settings import Settings
-from servicebay.gateway import docs, health, problems
+from servicebay.gateway import dispatch, docs, health, problems
 from servicebay.gateway.api import router as api_router
 from servicebay.gateway.envelope import Envelope
 from servicebay.gateway.limits import RateLimiter
 from servicebay.gateway.metrics import GatewayMetrics
+from servicebay.services.registry import ServiceRegistry
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,15 @@ def create_app(settings: Settings) -> Envelope:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         instance = await Instance.open(settings)
         app.state.instance = instance
+        app.state.services = ServiceRegistry(
+            instance.sessions, instance.master_key, ttl=settings.auth_cache_seconds
+        )
         await instance.audit.write(AuditRecord(action="gateway.start", outcome="allowed"))
         log.info("ServiceBay %s serving %s", servicebay.__version__, settings.base_url)
         try:
             yield
         finally:
+            await app.state.services.close()
             await instance.close()
 
     app = FastAPI(
@@ -51,15 +56,17 @@ def create_app(settings: Settings) -> Envelope:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,
     )
     app.state.metrics = metrics
     app.state.rate_limiter = RateLimiter(
         per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst
     )
     problems.install(app)
-    docs.install(app)
+    docs.install(app, lambda: app.state.services)
     app.include_router(health.router)
     app.include_router(api_router)
+    app.include_router(dispatch.router)  # last: `/{service}/...` catches what is left
     return Envelope(
         app,
         audit=lambda: get_instance_of(app).audit,

@@ -16,6 +16,7 @@ from servicebay.core.errors import Forbidden, NotAuthenticated, ServiceBayError
 from servicebay.core.instance import Instance
 from servicebay.gateway.context import request_context
 from servicebay.gateway.limits import RateLimiter, retry_after_header
+from servicebay.services.registry import ServiceRegistry
 
 # auto_error=False: a missing key is our own 401 problem, not FastAPI's 403.
 bearer_scheme = HTTPBearer(auto_error=False, description="`Authorization: Bearer bay_...`")
@@ -39,6 +40,12 @@ def get_instance(request: Request) -> Instance:
     instance = request.app.state.instance
     assert isinstance(instance, Instance)
     return instance
+
+
+def get_registry(request: Request) -> ServiceRegistry:
+    registry = request.app.state.services
+    assert isinstance(registry, ServiceRegistry)
+    return registry
 
 
 def get_rate_limiter(request: Request) -> RateLimiter:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
+
+from servicebay.services.base import Service
+from servicebay.services.registry import ServiceRegistry
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -75,9 +80,64 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
-def install(app: FastAPI) -> None:
-    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
+SERVICE_SECURITY: list[dict[str, list[str]]] = [
+    {"HTTPBearer": []},
+    {"APIKeyHeader": []},
+    {"APIKeyQuery": []},
+]
+
+
+def _mounted_paths(service: Service) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The service's paths under `/{name}`, each operation tagged and secured; and its
+    component schemas."""
+    document = service.openapi()
+    paths: dict[str, Any] = {}
+    for path, operations in document.get("paths", {}).items():
+        for operation in operations.values():
+            if isinstance(operation, dict) and "responses" in operation:
+                operation.setdefault("tags", [service.name])
+                operation["security"] = SERVICE_SECURITY
+        paths[f"/{service.name}{path}"] = operations
+    return paths, document.get("components", {}).get("schemas", {})
+
+
+def merged_openapi(app: FastAPI, services: list[Service]) -> dict[str, Any]:
+    """The platform's own schema plus every live service's, as one document for /docs."""
+    document = copy.deepcopy(build_openapi(app))
+    tags = document.setdefault("tags", [])
+    for service in services:
+        paths, schemas = _mounted_paths(service)
+        document["paths"].update(paths)
+        document["components"]["schemas"].update(schemas)
+        tags.append({"name": service.name, "description": service.description})
+    return document
+
+
+def service_document(service: Service) -> dict[str, Any]:
+    """One service's schema on its own, as served at `/{name}/openapi.json`."""
+    paths, schemas = _mounted_paths(service)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": f"{service.name} (ServiceBay service)", "version": "1",
+                 "description": service.description},
+        "paths": paths,
+        "components": {
+            "schemas": {**schemas, "Problem": PROBLEM_SCHEMA},
+            "securitySchemes": {
+                "HTTPBearer": {"type": "http", "scheme": "bearer"},
+                "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "APIKeyQuery": {"type": "apiKey", "in": "query", "name": "api_key"},
+            },
+        },
+    }  # fmt: skip
+
+
+def install(app: FastAPI, registry: Callable[[], ServiceRegistry]) -> None:
     app.mount("/docs/static", StaticFiles(directory=swagger_ui_path), name="docs-static")
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(merged_openapi(app, await registry().live_services()))
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
 from servicebay.core.audit import Verification
-from servicebay.core.models import ApiKey, AuditEvent, Grant, Secret, User
+from servicebay.core.models import ApiKey, AuditEvent, Grant, Secret, ServiceRecord, User
 
 T = TypeVar("T")
 
@@ -199,3 +199,18 @@ class VerificationOut(BaseModel):
     @classmethod
     def of(cls, report: Verification) -> VerificationOut:
         return cls(ok=report.ok, checked=report.checked, head=report.head, problems=report.problems)
+
+
+class ServiceOut(BaseModel):
+    name: str
+    kind: str
+    description: str
+    version: int
+    spec: dict[str, Any] = Field(description="The service document (names secrets, never values).")
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, record: ServiceRecord) -> ServiceOut:
+        return cls.model_validate(record, from_attributes=True)

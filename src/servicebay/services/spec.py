@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from servicebay.core.errors import InvalidInput
 
 SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 RESERVED_NAMES = frozenset(
@@ -34,3 +36,13 @@ class ServiceSpec(SpecModel):
         if name in RESERVED_NAMES:
             raise ValueError(f"{name!r} is reserved for the platform's own routes")
         return name
+
+
+def validation_errors(error: ValidationError, *, at: str = "body") -> InvalidInput:
+    """A pydantic error as our 400, every field listed, without echoing the input."""
+    errors = [
+        {"loc": [at, *problem["loc"]], "msg": problem["msg"], "type": problem["type"]}
+        for problem in error.errors()
+    ]
+    where = ", ".join(".".join(str(part) for part in item["loc"][1:]) or at for item in errors)
+    return InvalidInput(f"the service document is invalid at: {where}", errors=errors)

@@ -18,7 +18,13 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from servicebay.core.errors import ConfigurationError, Conflict, InvalidInput, ServiceBayError
+from servicebay.core.errors import (
+    ConfigurationError,
+    Conflict,
+    InvalidInput,
+    ServiceBayError,
+    ServiceUnavailable,
+)
 from servicebay.services.sql.values import BadValue
 
 log = logging.getLogger(__name__)
@@ -74,11 +80,6 @@ def invalid(errors: list[FieldError]) -> InvalidInput:
     return InvalidInput(f"the request is invalid at: {where}", errors=errors)
 
 
-class DatabaseUnavailable(ServiceBayError):
-    status = 503
-    title = "Service Unavailable"
-
-
 @dataclass(frozen=True)
 class Violation:
     kind: str
@@ -98,7 +99,7 @@ def translated(
             raise _conflict(violation) from None
         raise _failure(service, error) from None
     except (PoolTimeout, OSError, TimeoutError) as error:
-        raise DatabaseUnavailable(
+        raise ServiceUnavailable(
             f"the database of service {service!r} is unreachable ({type(error).__name__})"
         ) from None
 
@@ -119,7 +120,7 @@ def _failure(service: str, error: DBAPIError) -> ServiceBayError:
             "the database refused a value (out of its range or not storable in the column)"
         )
     if _unavailable(error):
-        return DatabaseUnavailable(
+        return ServiceUnavailable(
             f"the database of service {service!r} is unavailable; retry later ({reason})"
         )
     return ConfigurationError(

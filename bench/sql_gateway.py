@@ -1,0 +1,234 @@
+"""ServiceBay's `sql` service against a bare FastAPI + SQLAlchemy endpoint, one run.
+
+Both serve the same PostgreSQL table with one worker process each; `wrk` drives each in
+turn with the same connections and duration. ServiceBay authenticates the key, checks
+the grant, audits the call (its metadata database on the same PostgreSQL) and only then
+queries. Prints requests per second and p50/p99 latency of each, and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+BAY = str(Path(sys.executable).with_name("bay"))
+TARGET_RPS_RATIO = 0.7
+TARGET_P99_RATIO = 2.0
+
+
+@dataclass
+class Result:
+    target: str
+    endpoint: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def execute(url: str, *statements: str) -> None:
+    parsed = make_url(url)
+    connection = await asyncpg.connect(
+        host=parsed.host, port=parsed.port or 5432, user=parsed.username,
+        password=parsed.password, database=parsed.database or "postgres",
+    )  # fmt: skip
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def database(admin_url: str, name: str) -> str:
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{url}: the server exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer within 30 s")
+
+
+LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url: str, *, duration: int, connections: int, headers: dict[str, str]) -> str:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+def measure(target: str, endpoint: str, url: str, args: argparse.Namespace,
+            headers: dict[str, str]) -> Result:  # fmt: skip
+    answer = httpx.get(url, headers=headers, timeout=10)
+    if answer.status_code != 200:
+        raise SystemExit(f"{target} {url} answered {answer.status_code}: {answer.text}")
+    wrk(url, duration=2, connections=args.connections, headers=headers)  # warm up
+    output = wrk(url, duration=args.duration, connections=args.connections, headers=headers)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    latency = {p: float(v) * UNITS[u] for p, v, u in LATENCY.findall(output)}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return Result(target, endpoint, rps, latency["50"], latency["99"],
+                  int(errors.group(1)) if errors else 0)  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--postgres-url", default=os.environ.get(
+        "BAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))  # fmt: skip
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("this benchmark needs wrk: apt-get install wrk")
+
+    suffix = secrets.token_hex(4)
+    data_db, meta_db = f"bench_data_{suffix}", f"bench_meta_{suffix}"
+    data_url, meta_url = database(args.postgres_url, data_db), database(args.postgres_url, meta_db)
+    asyncio.run(
+        execute(args.postgres_url, f"CREATE DATABASE {data_db}", f"CREATE DATABASE {meta_db}")
+    )
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        asyncio.run(execute(data_url, """
+            CREATE TABLE customer (
+                id serial PRIMARY KEY, email varchar(200) NOT NULL UNIQUE,
+                name varchar(100) NOT NULL, plan varchar(20) NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT now())""",
+            f"""INSERT INTO customer (email, name, plan)
+                SELECT 'user' || i || '@example.com', 'User ' || i,
+                       (ARRAY['free', 'pro', 'team'])[1 + i % 3]
+                FROM generate_series(1, {args.rows}) AS i"""))  # fmt: skip
+        home = Path(tempfile.mkdtemp(prefix="bay-bench-"))
+        logs = home / "logs"
+        logs.mkdir()
+
+        baseline_port = free_port()
+        baseline_env = {**os.environ, "BASELINE_DATABASE_URL": make_url(data_url).set(
+            drivername="postgresql+asyncpg").render_as_string(hide_password=False)}  # fmt: skip
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "bench.baseline_app:app", "--port",
+             str(baseline_port), "--log-level", "warning", "--no-access-log"],
+            cwd=ROOT, env=baseline_env, stdout=(logs / "baseline.log").open("wb"),
+            stderr=subprocess.STDOUT))  # fmt: skip
+        baseline = f"http://127.0.0.1:{baseline_port}"
+
+        bay_env = {
+            **os.environ,
+            "BAY_HOME": str(home),
+            "BAY_DATABASE_URL": meta_url,
+            "BAY_RATE_LIMIT_PER_MINUTE": "10000000",
+            "BAY_RATE_LIMIT_BURST": "100000",
+        }
+        created = subprocess.run([BAY, "init", "--json"], env=bay_env, capture_output=True,
+                                 text=True, check=True)  # fmt: skip
+        admin_key = json.loads(created.stdout)["key"]["key"]
+        bay_port = free_port()
+        processes.append(subprocess.Popen(
+            [BAY, "serve", "--port", str(bay_port)], env=bay_env,
+            stdout=(logs / "servicebay.log").open("wb"), stderr=subprocess.STDOUT))  # fmt: skip
+        servicebay = f"http://127.0.0.1:{bay_port}"
+        wait_ready(f"{baseline}/docs", processes[0])
+        wait_ready(f"{servicebay}/readyz", processes[1])
+
+        with httpx.Client(base_url=servicebay, headers={"Authorization": f"Bearer {admin_key}"},
+                          timeout=30) as admin:  # fmt: skip
+            admin.put(
+                "/api/v1/secrets/BENCH_DB", json={"value": data_url, "allow": ["service:sales"]}
+            ).raise_for_status()
+            admin.post("/api/v1/services", json={
+                "name": "sales", "kind": "sql", "description": "Benchmark data",
+                "secret": "BENCH_DB", "tables": {"customer": {"key": "email"}},
+            }).raise_for_status()  # fmt: skip
+            admin.post(
+                "/api/v1/users",
+                json={"email": "analyst@example.com", "name": "Analyst", "teams": ["marketing"]},
+            ).raise_for_status()
+            admin.post("/api/v1/grants", json={"principal": "team:marketing",
+                       "resource": "service:sales/customer", "actions": ["read"]}
+                       ).raise_for_status()  # fmt: skip
+            analyst_key = admin.post("/api/v1/keys", json={"user": "analyst@example.com"}
+                                     ).json()["key"]  # fmt: skip
+
+        auth = {"Authorization": f"Bearer {analyst_key}"}
+        email = f"user{args.rows // 2}@example.com"
+        results = [
+            measure("baseline", "get by key", f"{baseline}/customer/{email}", args, {}),
+            measure("servicebay", "get by key", f"{servicebay}/sales/customer/{email}", args, auth),
+            measure("baseline", "filtered list", f"{baseline}/customer?plan=pro&limit=20", args, {}),
+            measure("servicebay", "filtered list",
+                    f"{servicebay}/sales/customer?plan=pro&limit=20&order=id", args, auth),
+        ]  # fmt: skip
+        report(results, args)
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=15)
+        asyncio.run(execute(args.postgres_url,
+                            f"DROP DATABASE IF EXISTS {data_db} WITH (FORCE)",
+                            f"DROP DATABASE IF EXISTS {meta_db} WITH (FORCE)"))  # fmt: skip
+
+
+def report(results: list[Result], args: argparse.Namespace) -> None:
+    by = {(result.target, result.endpoint): result for result in results}
+    verdicts = []
+    for endpoint in ("get by key", "filtered list"):
+        base, ours = by[("baseline", endpoint)], by[("servicebay", endpoint)]
+        rps_ratio, p99_ratio = ours.rps / base.rps, ours.p99_ms / base.p99_ms
+        verdicts.append({
+            "endpoint": endpoint, "rps_ratio": round(rps_ratio, 3),
+            "p99_ratio": round(p99_ratio, 3),
+            "meets_target": rps_ratio >= TARGET_RPS_RATIO and p99_ratio <= TARGET_P99_RATIO,
+        })  # fmt: skip
+    if args.json:
+        print(json.dumps({"results": [asdict(r) for r in results], "verdicts": verdicts}, indent=2))
+        return
+    print(f"{args.connections} connections, {args.duration} s each, one worker per server\n")
+    print(f"{'target':<12}{'endpoint':<16}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    for r in results:
+        print(f"{r.target:<12}{r.endpoint:<16}{r.rps:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}"
+              f"{r.errors:>8}")  # fmt: skip
+    print()
+    for verdict in verdicts:
+        status = "meets" if verdict["meets_target"] else "MISSES"
+        print(f"{verdict['endpoint']:<16} throughput {verdict['rps_ratio']:.2f}x "
+              f"(target >= {TARGET_RPS_RATIO}x), p99 {verdict['p99_ratio']:.2f}x "
+              f"(target <= {TARGET_P99_RATIO}x): {status} the target")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

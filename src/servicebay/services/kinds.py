@@ -1,0 +1,48 @@
+"""The kinds of service, each a spec model and a factory: the seam where a kind plugs in."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from servicebay.core.errors import InvalidInput
+from servicebay.services.base import Service
+from servicebay.services.spec import ServiceSpec, validation_errors
+from servicebay.services.sql.service import SqlService
+from servicebay.services.sql.spec import SqlServiceSpec
+
+SecretReader = Callable[[str], Awaitable[str]]
+"""Reads a secret by name, for this service only (its allow-list is checked)."""
+
+
+@dataclass(frozen=True)
+class ServiceKind:
+    spec: type[ServiceSpec]
+    build: Callable[[Any, SecretReader], Awaitable[Service]]
+
+
+async def _build_sql(spec: SqlServiceSpec, read_secret: SecretReader) -> Service:
+    return await SqlService.connect(spec, await read_secret(spec.secret))
+
+
+KINDS: dict[str, ServiceKind] = {
+    "sql": ServiceKind(SqlServiceSpec, _build_sql),
+}
+
+
+def parse_spec(document: Any) -> ServiceSpec:
+    if not isinstance(document, dict):
+        raise InvalidInput("a service document is a JSON object")
+    kind = document.get("kind")
+    if kind not in KINDS:
+        raise InvalidInput(
+            f"unknown service kind {kind!r}; this platform serves: {', '.join(sorted(KINDS))}",
+            errors=[{"loc": ["body", "kind"], "msg": "unknown kind", "type": "value_error"}],
+        )
+    try:
+        return KINDS[kind].spec.model_validate(document)
+    except ValidationError as error:
+        raise validation_errors(error) from None

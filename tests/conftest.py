@@ -1,8 +1,9 @@
 """Shared fixtures: real `bay` processes serving real instances on loopback.
 
 `server` is one instance per test worker, shared by tests that only add their own users;
-tests that need a server of their own (other settings, another database) call
-`start_server`.
+a test that needs a server of its own (other settings, another database) asks for
+`start_server` (stopped when the test ends) or, for a server shared by a module,
+`launch` (the caller stops it).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class Server:
                 self.process.wait()
 
 
-def start_server(
+def launch_server(
     home: Path,
     *,
     database_url: str | None = None,
@@ -142,9 +143,30 @@ def start_server(
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(tmp_path_factory.mktemp("instance"))
+    running = launch_server(tmp_path_factory.mktemp("instance"))
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def launch() -> Callable[..., Server]:
+    """`launch_server(home, *, database_url, settings, init, master_key)`; stop it yourself."""
+    return launch_server
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., Server]]:
+    """Start `bay serve` processes for one test; all are stopped when it ends."""
+    started: list[Server] = []
+
+    def start(home: Path, **options: Any) -> Server:
+        node = launch_server(home, **options)
+        started.append(node)
+        return node
+
+    yield start
+    for node in reversed(started):
+        node.stop()
 
 
 @pytest.fixture

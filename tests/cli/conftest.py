@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_support import Bay
+
+from tests.cli.cli_support import Bay
 
 
 @pytest.fixture

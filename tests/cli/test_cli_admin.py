@@ -7,7 +7,7 @@ import re
 import secrets
 from typing import Any
 
-from cli_support import Bay, assert_clean_failure, unique_email
+from tests.cli.cli_support import Bay, assert_clean_failure, unique_email
 
 
 def test_users_add_prints_the_user_and_list_shows_it(bay: Bay) -> None:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cli_support import Bay, assert_clean_failure
+from tests.cli.cli_support import Bay, assert_clean_failure
 
 
 def test_plain_audit_lists_newest_first_up_to_the_limit(bay: Bay, server: Any) -> None:

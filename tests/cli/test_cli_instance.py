@@ -15,7 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_support import BAY, Bay, assert_clean_failure
+
+from tests.cli.cli_support import BAY, Bay, assert_clean_failure
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import secrets
 import subprocess
 from typing import Any
 
-from cli_support import Bay, assert_clean_failure
+from tests.cli.cli_support import Bay, assert_clean_failure
 
 
 def _name() -> str:

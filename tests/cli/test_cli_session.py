@@ -8,9 +8,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from cli_support import Bay, assert_clean_failure
-
 from servicebay import __version__
+from tests.cli.cli_support import Bay, assert_clean_failure
 
 
 def _login_file(config_home: Path) -> Path:

@@ -3,18 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import Server
-
-# Every conftest outside a package is the module `conftest`: the root one is found through
-# pytest's plugin manager, not imported by name.
-ROOT_CONFTEST = Path(__file__).resolve().parent.parent / "conftest.py"
+    pass
 
 
 @pytest.fixture
@@ -31,25 +26,3 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'meta.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
-
-
-@pytest.fixture
-def serve(pytestconfig: pytest.Config) -> Iterator[Callable[..., Server]]:
-    """The root conftest's `start_server(home, ...)`; every server started is stopped."""
-    for plugin in pytestconfig.pluginmanager.get_plugins():
-        origin = getattr(plugin, "__file__", None)
-        if origin and Path(origin).resolve() == ROOT_CONFTEST:
-            launch = plugin.start_server
-            break
-    else:
-        raise RuntimeError(f"{ROOT_CONFTEST} is not loaded")
-    started: list[Server] = []
-
-    def start(home: Path, **options: Any) -> Server:
-        server: Server = launch(home, **options)
-        started.append(server)
-        return server
-
-    yield start
-    for server in reversed(started):
-        server.stop()

@@ -11,7 +11,6 @@ import sqlite3
 from typing import Any
 
 import pytest
-from core_support import drop_append_only_triggers, execute, migrated_engine
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,6 +19,7 @@ from servicebay.core import audit
 from servicebay.core.audit import AuditRecord, AuditWriter, Verification
 from servicebay.core.db import create_engine, session_factory
 from servicebay.core.models import utcnow
+from tests.core.core_support import drop_append_only_triggers, execute, migrated_engine
 
 
 def record(number: int, **fields: Any) -> AuditRecord:

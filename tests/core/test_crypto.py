@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from core_support import execute, migrated_engine
 
 from servicebay.core import identity, secret_store
 from servicebay.core.crypto import (
@@ -29,6 +28,7 @@ from servicebay.core.db import create_engine, session_factory
 from servicebay.core.errors import ConfigurationError, Forbidden, InvalidInput
 from servicebay.core.instance import init_instance
 from servicebay.core.settings import Settings
+from tests.core.core_support import execute, migrated_engine
 
 
 @contextmanager

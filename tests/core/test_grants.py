@@ -10,7 +10,6 @@ import asyncio
 from collections.abc import Iterable
 
 import pytest
-from core_support import migrated_engine
 
 from servicebay.core import grants
 from servicebay.core.db import session_factory
@@ -24,6 +23,7 @@ from servicebay.core.grants import (
     parse_resource,
     resource_covers,
 )
+from tests.core.core_support import migrated_engine
 
 ANN = Subject("user:ann@example.com", teams=("marketing",))
 BOB = Subject("user:bob@example.com", teams=("finance",))

@@ -6,13 +6,13 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from core_support import migrated_engine
 
 from servicebay.core import identity
 from servicebay.core.access import Authenticator
 from servicebay.core.db import session_factory
 from servicebay.core.errors import Conflict, InvalidInput, NotAuthenticated
 from servicebay.core.models import utcnow
+from tests.core.core_support import migrated_engine
 
 
 @pytest.mark.parametrize("team", ["marketing", "data_science", "eu.sales", "team-7", "7up"])

@@ -19,9 +19,7 @@ from servicebay.core.instance import Instance, InstanceCreated, InstanceExists, 
 from servicebay.core.settings import Settings
 
 if TYPE_CHECKING:
-    from conftest import Server
-
-Serve = Callable[..., "Server"]
+    from tests.conftest import Server
 
 
 def settings_for(home: Path, database_url: str | None = None, **extra: str) -> Settings:
@@ -167,9 +165,9 @@ def test_opening_an_instance_with_another_master_key_cannot_read_its_secrets(
 
 
 def test_a_server_on_postgresql_is_ready_and_answers_an_authenticated_request(
-    postgres_url: str, tmp_path: Path, serve: Serve
+    postgres_url: str, tmp_path: Path, start_server: Callable[..., Server]
 ) -> None:
-    server = serve(tmp_path / "home", database_url=postgres_url)
+    server = start_server(tmp_path / "home", database_url=postgres_url)
     ready = httpx.get(f"{server.url}/readyz", timeout=10)
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"] == {"database": "ok", "schema": "ok", "audit": "ok"}
@@ -185,11 +183,11 @@ def test_a_server_on_postgresql_is_ready_and_answers_an_authenticated_request(
 
 
 def test_on_postgresql_odd_urls_are_answered_and_do_not_fail_concurrent_requests(
-    postgres_url: str, tmp_path: Path, serve: Serve
+    postgres_url: str, tmp_path: Path, start_server: Callable[..., Server]
 ) -> None:
     """A path longer than the audit column, or with a NUL in it, is still audited: it
     must neither be refused with 503 nor take the requests batched with it down too."""
-    server = serve(tmp_path / "home", database_url=postgres_url)
+    server = start_server(tmp_path / "home", database_url=postgres_url)
     odd_paths = ["/" + "a" * 3000, "/a%00b", "/api/v1/me?x=" + "b" * 3000]
     with server.admin() as admin:
         for path in odd_paths:

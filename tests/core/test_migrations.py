@@ -10,7 +10,6 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from core_support import execute, migrated_engine
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -20,6 +19,7 @@ from servicebay.core import audit
 from servicebay.core.db import create_engine, session_factory
 from servicebay.core.migrate import alembic_config, current_revision, head_revision, upgrade
 from servicebay.core.models import Base
+from tests.core.core_support import execute, migrated_engine
 
 TABLES = {"users", "api_keys", "grants", "secrets", "audit_events", "audit_head"}
 

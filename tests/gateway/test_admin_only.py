@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from gateway_support import assert_problem, find_event, unique_email, unique_name
+
+from tests.gateway.gateway_support import assert_problem, find_event, unique_email, unique_name
 
 if TYPE_CHECKING:
-    from conftest import Server
+    from tests.conftest import Server
 
 # (method, path, body, the right the 403 names); {me}, {admin} and {secret} are filled in.
 ADMIN_ONLY: list[tuple[str, str, dict[str, Any] | None, str]] = [

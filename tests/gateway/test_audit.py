@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from gateway_support import (
+
+from tests.gateway.gateway_support import (
     assert_problem,
     find_event,
     unique_email,
@@ -22,7 +23,7 @@ from gateway_support import (
 )
 
 if TYPE_CHECKING:
-    from conftest import Server
+    from tests.conftest import Server
 
 EVENT_FIELDS = {"seq", "ts", "request_id", "actor", "key_id", "action", "resource", "outcome",
                 "status", "method", "path", "client", "detail", "prev_hash", "hash"}  # fmt: skip

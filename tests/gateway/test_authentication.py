@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from gateway_support import (
+
+from tests.gateway.gateway_support import (
     assert_unauthorized,
     unique_email,
     wait_for,
@@ -19,7 +20,7 @@ from gateway_support import (
 )
 
 if TYPE_CHECKING:
-    from conftest import Server
+    from tests.conftest import Server
 
 PLACES = ("bearer", "x-api-key", "query")
 

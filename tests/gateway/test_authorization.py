@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from gateway_support import assert_problem, unique_name
+
+from tests.gateway.gateway_support import assert_problem, unique_name
 
 if TYPE_CHECKING:
-    from conftest import Server
+    from tests.conftest import Server
 
 
 def grant(admin: httpx.Client, principal: str, resource: str, actions: list[str]) -> str:

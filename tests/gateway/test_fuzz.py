@@ -20,7 +20,7 @@ from schemathesis.generation.case import Case
 from schemathesis.schemas import BaseSchema
 
 if TYPE_CHECKING:
-    from conftest import Server
+    from tests.conftest import Server
 
 EXAMPLES_PER_OPERATION = 25
 FUZZ_SETTINGS = settings(

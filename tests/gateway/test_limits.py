@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from gateway_support import assert_problem, find_event, unique_email, wait_for
+
+from tests.gateway.gateway_support import assert_problem, find_event, unique_email, wait_for
 
 if TYPE_CHECKING:
-    from conftest import Server
+    from tests.conftest import Server
 
 RATE_LIMITS = {"BAY_RATE_LIMIT_PER_MINUTE": "60", "BAY_RATE_LIMIT_BURST": "3"}
 BURST = 3

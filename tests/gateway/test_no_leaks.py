@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import Server
+    from tests.conftest import Server
 
 WAYS = ("bearer", "x-api-key", "query")
 SHOWN_PREFIX = 12  # `bay_` and 8 characters: the part of a key listings show, by design

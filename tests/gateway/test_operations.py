@@ -9,11 +9,12 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 import pytest
-from gateway_support import unique_email
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.gateway.gateway_support import unique_email
+
 if TYPE_CHECKING:
-    from conftest import Server
+    from tests.conftest import Server
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 

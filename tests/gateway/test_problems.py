@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from gateway_support import assert_problem, unique_email, unique_name
+
+from tests.gateway.gateway_support import assert_problem, unique_email, unique_name
 
 if TYPE_CHECKING:
-    from conftest import Server
+    from tests.conftest import Server
 
 
 def cursor_of(position: str) -> str:
@@ -93,11 +94,6 @@ def test_invalid_input_is_a_400_that_says_where_and_why(
     assert all(error["msg"] for error in errors)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="grants.parse_principal/parse_resource always locate their error in the body, "
-    "even when the value came from the query string",
-)
 @pytest.mark.parametrize(
     ("path", "params", "loc"),
     [

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from gateway_support import (
+
+from tests.gateway.gateway_support import (
     REVOCATION_BOUND_SECONDS,
     assert_unauthorized,
     unique_name,
@@ -20,7 +21,7 @@ from gateway_support import (
 )
 
 if TYPE_CHECKING:
-    from conftest import Server
+    from tests.conftest import Server
 
 Nodes = tuple["Server", "Server"]
 

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from gateway_support import assert_problem, unique_name
+
+from tests.gateway.gateway_support import assert_problem, unique_name
 
 if TYPE_CHECKING:
-    from conftest import Server
+    from tests.conftest import Server
 
 METADATA_FIELDS = {"name", "allow", "created_at", "updated_at"}
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import Server
+    from tests.conftest import Server
 
 
 @pytest.fixture
@@ -131,12 +131,15 @@ def test_a_named_query_answers_with_bound_parameters(
     assert answer.json()["data"] == [{"users": 2}]
 
 
-def test_an_unknown_service_is_404_for_a_known_caller_and_401_for_a_stranger(
-    server: Server, admin: httpx.Client
+def test_an_unknown_service_is_404_for_everyone_and_a_known_one_needs_a_key(
+    server: Server, admin: httpx.Client, sql_service: str
 ) -> None:
     assert admin.get("/nosuchservice/anything").status_code == 404
     with server.client() as stranger:
-        assert stranger.get("/nosuchservice/anything").status_code == 401
+        assert stranger.get("/nosuchservice/anything").status_code == 404
+        refused = stranger.get(f"/{sql_service}/customer")
+    assert refused.status_code == 401
+    assert "WWW-Authenticate" in refused.headers
 
 
 def test_each_service_is_documented_alone_and_in_the_merged_schema(

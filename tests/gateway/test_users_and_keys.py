@@ -7,10 +7,16 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from gateway_support import assert_problem, assert_unauthorized, unique_email, unique_name
+
+from tests.gateway.gateway_support import (
+    assert_problem,
+    assert_unauthorized,
+    unique_email,
+    unique_name,
+)
 
 if TYPE_CHECKING:
-    from conftest import Server
+    from tests.conftest import Server
 
 USER_FIELDS = {"id", "email", "name", "teams", "admin", "disabled", "created_at"}
 KEY_FIELDS = {"id", "user", "name", "prefix", "created_at", "expires_at", "last_used_at",

@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,9 +29,13 @@ COVERED_BY_INVOKE = frozenset({"invoke", "read", "create", "update", "delete"})
 EVERYONE = "*"
 
 
-def _invalid(field: str, message: str) -> InvalidInput:
+Source = Literal["body", "query"]
+"""Where a value came from, for the error's `loc`."""
+
+
+def _invalid(source: Source, field: str, message: str) -> InvalidInput:
     return InvalidInput(
-        message, errors=[{"loc": ["body", field], "msg": message, "type": "value_error"}]
+        message, errors=[{"loc": [source, field], "msg": message, "type": "value_error"}]
     )
 
 
@@ -38,7 +43,7 @@ def _is_email(text: str) -> bool:
     return len(text) <= MAX_EMAIL_LENGTH and EMAIL.fullmatch(text) is not None
 
 
-def parse_principal(text: str) -> str:
+def parse_principal(text: str, *, source: Source = "body") -> str:
     """`user:<email>` (a bare e-mail is read as one), `team:<name>` or `*`."""
     text = text.strip()
     if text == EVERYONE:
@@ -50,13 +55,16 @@ def parse_principal(text: str) -> str:
         return text
     if ":" not in text and _is_email(text):
         return f"user:{normalize_email(text)}"
-    raise _invalid("principal", f"invalid principal {text!r}: use user:<email>, team:<name> or *")
+    raise _invalid(
+        source, "principal", f"invalid principal {text!r}: use user:<email>, team:<name> or *"
+    )
 
 
-def parse_resource(text: str) -> str:
+def parse_resource(text: str, *, source: Source = "body") -> str:
     # fullmatch: `$` alone would let a trailing newline through.
     if not RESOURCE.fullmatch(text):
         raise _invalid(
+            source,
             "resource",
             f"invalid resource {text!r}: use service:<name>, service:<name>/<table-or-endpoint"
             "-glob>, webhook:<name>, app:<name> or deployment:<name>",
@@ -69,6 +77,7 @@ def parse_actions(actions: Iterable[str]) -> list[str]:
     unknown = [action for action in chosen if action not in ACTIONS]
     if unknown or not chosen:
         raise _invalid(
+            "body",
             "actions",
             f"unknown action(s) {', '.join(unknown)}; choose from {', '.join(ACTIONS)}"
             if unknown

@@ -57,6 +57,7 @@ def create_app(settings: Settings) -> Envelope:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        redirect_slashes=False,
     )
     app.state.metrics = metrics
     app.state.rate_limiter = RateLimiter(

@@ -81,6 +81,16 @@ async def authenticate(
 Caller = Annotated[Principal, Depends(authenticate)]
 
 
+async def authenticate_request(request: Request) -> Principal:
+    """`authenticate`, for a route that must first find out whether it serves anything."""
+    return await authenticate(
+        request,
+        await bearer_scheme(request),
+        await header_scheme(request),
+        await query_scheme(request),
+    )
+
+
 def require_admin(caller: Principal, to: str) -> None:
     if not caller.admin:
         raise Forbidden(f"admin rights are required to {to}")

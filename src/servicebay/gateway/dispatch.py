@@ -7,39 +7,61 @@ decision is made here, before any query runs.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.convertors import Convertor, register_url_convertor
 
 from servicebay.core.errors import Forbidden, InvalidInput, NotFound
 from servicebay.core.redaction import SENSITIVE_PARAMETERS
-from servicebay.gateway.auth import Caller, get_instance, get_registry
+from servicebay.gateway.auth import authenticate_request, get_instance, get_registry
 from servicebay.gateway.context import request_context
 from servicebay.gateway.docs import service_document
 from servicebay.services.base import Service, ServiceCall
+from servicebay.services.spec import RESERVED_NAMES
 
 router = APIRouter()
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
+class ServiceNameConvertor(Convertor[str]):
+    """A first path segment that can name a service. The platform's own prefixes never
+    match, so `/api/v1/...` keeps its 404s and 405s instead of falling through here."""
+
+    regex = rf"(?!(?:{'|'.join(map(re.escape, RESERVED_NAMES))})(?:/|$))[a-z][a-z0-9_-]{{0,62}}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("service_name", ServiceNameConvertor())
+
+
 async def _service(request: Request, name: str) -> Service:
+    """The service, looked up before authentication: what exists is public (`/docs`), and
+    an unknown path is a 404 for everybody."""
     service = await get_registry(request).get(name)
     if service is None:
-        raise NotFound(f"no service named {name}")
+        raise NotFound(f"nothing is served at {request.url.path}: there is no service {name!r}")
     return service
 
 
-@router.get("/{service}/openapi.json", include_in_schema=False)
+@router.get("/{service:service_name}/openapi.json", include_in_schema=False)
 async def service_openapi(request: Request, service: str) -> JSONResponse:
     """One service's documentation, on its own (also merged into `/openapi.json`)."""
     return JSONResponse(service_document(await _service(request, service)))
 
 
-@router.api_route("/{service}/{path:path}", methods=METHODS, include_in_schema=False)
-async def call_service(request: Request, service: str, path: str, caller: Caller) -> Response:
+@router.api_route("/{service:service_name}/{path:path}", methods=METHODS, include_in_schema=False)
+async def call_service(request: Request, service: str, path: str) -> Response:
     target = await _service(request, service)
+    caller = await authenticate_request(request)
     call = ServiceCall(
         method=request.method,
         path=_segments(request, service),

@@ -16,13 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sql_support import BACKENDS, Shop, new_tag, shop_metadata, shop_spec
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from servicebay.services.sql.engine import async_url
 from servicebay.services.sql.service import SqlService
+from tests.services.sql.sql_support import BACKENDS, Shop, new_tag, shop_metadata, shop_spec
 
 SERVERS = {
     "postgres": ("BAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres", '"'),

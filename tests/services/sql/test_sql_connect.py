@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sql_support import Shop, assert_no_leak, locs, shop_spec
 
 from servicebay.core.errors import ConfigurationError, Conflict, InvalidInput
 from servicebay.services.base import ServiceCall
 from servicebay.services.sql.engine import async_url
 from servicebay.services.sql.service import SqlService
+from tests.services.sql.sql_support import Shop, assert_no_leak, locs, shop_spec
 
 
 def _refused(shop: Shop, **spec: Any) -> InvalidInput:

@@ -12,11 +12,11 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.core import NOT_SET
 from schemathesis.generation.case import Case
-from sql_support import Shop
 
 from servicebay.core.errors import ServiceBayError
 from servicebay.gateway.docs import PROBLEM_SCHEMA
 from servicebay.services.base import ServiceCall
+from tests.services.sql.sql_support import Shop
 
 FUZZ_SETTINGS = settings(
     max_examples=25,

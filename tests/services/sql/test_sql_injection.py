@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sql_support import Shop, assert_no_leak
 
 from servicebay.core.errors import InvalidInput, NotFound, ServiceBayError
 from servicebay.services.base import ServiceReply
+from tests.services.sql.sql_support import Shop, assert_no_leak
 
 VALUES = [
     "'; DROP TABLE customer; --",

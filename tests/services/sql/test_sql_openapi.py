@@ -6,7 +6,8 @@ from typing import Any
 
 import jsonschema_rs
 import pytest
-from sql_support import Shop
+
+from tests.services.sql.sql_support import Shop
 
 OPERATIONS = {"get", "post", "patch", "delete"}
 

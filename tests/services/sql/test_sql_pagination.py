@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 import pytest
-from sql_support import Shop, locs
 
 from servicebay.core.errors import InvalidInput
+from tests.services.sql.sql_support import Shop, locs
 
 
 def _pages(shop: Shop, tag: str, limit: int, between: Any = None, **query: str) -> list[Any]:

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sql_support import Shop, assert_no_leak, locs, shop_spec
 
 from servicebay.core.errors import ConfigurationError, InvalidInput, MethodNotAllowed, NotFound
 from servicebay.services.base import ServiceCall
 from servicebay.services.sql.service import SqlService
+from tests.services.sql.sql_support import Shop, assert_no_leak, locs, shop_spec
 
 
 @pytest.fixture

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from sql_support import Shop
 
 from servicebay.core.errors import Forbidden, MethodNotAllowed, NotFound, ServiceBayError
 from servicebay.services.base import Permission, ServiceCall
+from tests.services.sql.sql_support import Shop
 
 
 @pytest.mark.parametrize(

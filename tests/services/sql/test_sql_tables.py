@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sql_support import Shop, locs
 
 from servicebay.core.errors import Conflict, InvalidInput, NotFound
+from tests.services.sql.sql_support import Shop, locs
 
 
 def _emails(rows: list[dict[str, Any]]) -> list[str]:

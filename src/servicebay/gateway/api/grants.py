@@ -48,7 +48,7 @@ async def list_grants(
 ) -> Page[GrantOut]:
     """Every grant for an admin; for anyone else, the grants that apply to them."""
     wanted: frozenset[str] | None = (
-        frozenset({grants.parse_principal(principal)}) if principal else None
+        frozenset({grants.parse_principal(principal, source="query")}) if principal else None
     )
     if not caller.admin:
         own = caller.subject.principals
@@ -84,13 +84,13 @@ async def check_permission(
     ] = None,
 ) -> DecisionOut:
     """Says yes or no, and which grant (or rule) decided."""
-    grants.parse_resource(resource)
+    grants.parse_resource(resource, source="query")
     if action not in ACTIONS:
         raise InvalidInput(
             f"unknown action {action!r}; choose from {', '.join(ACTIONS)}",
             errors=[{"loc": ["query", "action"], "msg": "unknown action", "type": "value_error"}],
         )
-    who = grants.parse_principal(principal) if principal else f"user:{caller.email}"
+    who = grants.parse_principal(principal, source="query") if principal else f"user:{caller.email}"
     if who != f"user:{caller.email}":
         require_admin(caller, "check other principals' permissions")
     if who == f"user:{caller.email}":

@@ -11,6 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from servicebay.core.errors import ConfigurationError
 
+POOL_SIZE = 20
+POOL_OVERFLOW = 20
+
 _ASYNC_DRIVERS = {
     "sqlite": "aiosqlite",
     "postgresql": "asyncpg",
@@ -55,8 +58,13 @@ def async_url(url: str, service: str) -> URL:
 def create_engine(url: URL) -> AsyncEngine:
     """Pooled; connections are recycled before servers drop idle ones (MySQL's
     wait_timeout), and a dropped connection invalidates the pool: no ping per request."""
+    options: dict[str, Any] = {"pool_recycle": 1800}
+    if url.get_backend_name() != "sqlite":
+        # Enough connections kept open for a busy gateway: a request that finds the pool
+        # empty would otherwise open, and then close, a connection of its own.
+        options |= {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
     engine = create_async_engine(
-        url, pool_recycle=1800, connect_args=_CONNECT_ARGS.get(url.get_backend_name(), {})
+        url, connect_args=_CONNECT_ARGS.get(url.get_backend_name(), {}), **options
     )
     if url.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

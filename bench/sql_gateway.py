@@ -112,6 +112,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--hold", type=int, default=0, metavar="SECONDS",
+                        help="before measuring, keep both servers up this long (to attach "
+                        "a profiler; their PIDs are printed)")  # fmt: skip
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("this benchmark needs wrk: apt-get install wrk")
@@ -185,6 +188,10 @@ def main() -> None:
                                      ).json()["key"]  # fmt: skip
 
         auth = {"Authorization": f"Bearer {analyst_key}"}
+        if args.hold:
+            print(f"baseline pid {processes[0].pid} at {baseline}, servicebay pid "
+                  f"{processes[1].pid} at {servicebay}, key {analyst_key}", flush=True)  # fmt: skip
+            time.sleep(args.hold)
         email = f"user{args.rows // 2}@example.com"
         results = [
             measure("baseline", "get by key", f"{baseline}/customer/{email}", args, {}),

@@ -97,14 +97,25 @@ class Api:
         params: Mapping[str, Any] | None = None,
     ) -> Any:
         """The decoded JSON answer (None for 204), or the command ends with the problem."""
+        return self.exchange(method, path, json=json, params=params)[1]
+
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> tuple[int, Any]:
+        """Like `request`, with the success status too (201 created, 200 replaced, ...)."""
         with self._guard():
             response = self._http.request(method, path, json=json, params=_query(params))
         if response.is_error:
             self._fail(response)
         if response.status_code == 204 or not response.content:
-            return None
+            return response.status_code, None
         try:
-            return response.json()
+            return response.status_code, response.json()
         except ValueError:
             fail(
                 f"{self.url}{path} did not answer JSON",
@@ -125,6 +136,15 @@ class Api:
                 break
             query["cursor"] = page["next"]
         return items
+
+    def probe(self, path: str) -> Any:
+        """A GET whose answer is only nice to have (an example, a hint): its JSON, or None
+        when it cannot be had, without ending the command."""
+        try:
+            response = self._http.get(path)
+            return response.json() if response.is_success else None
+        except (httpx.HTTPError, ValueError):
+            return None
 
     @contextmanager
     def stream(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[Iterator[str]]:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from servicebay.core.secret_store import SECRET_NAME
 from servicebay.services.spec import ServiceSpec, SpecModel
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -78,6 +79,17 @@ class SqlServiceSpec(ServiceSpec):
     queries: dict[str, QuerySpec] = Field(default_factory=dict)
     default_limit: int = Field(default=100, ge=1, le=10_000)
     max_limit: int = Field(default=1000, ge=1, le=10_000)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_is_a_name(cls, secret: str) -> str:
+        # The message never repeats the value: a URL pasted here by mistake holds a password.
+        if not SECRET_NAME.fullmatch(secret):
+            raise ValueError(
+                "`secret` names a secret (UPPER_CASE, e.g. SALES_DB_URL) that holds the "
+                "database URL; store the URL with `bay secrets set`, never in this file"
+            )
+        return secret
 
     @field_validator("tables")
     @classmethod

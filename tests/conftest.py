@@ -14,6 +14,7 @@ import os
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -173,6 +174,27 @@ def start_server() -> Iterator[Callable[..., Server]]:
 def admin(server: Server) -> Iterator[httpx.Client]:
     with server.admin() as client:
         yield client
+
+
+@pytest.fixture
+def sales_db(tmp_path: Path) -> Path:
+    """A small SQLite business database: customers (two of them) and activity events."""
+    path = tmp_path / "sales.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            """
+            CREATE TABLE customer (
+                id INTEGER PRIMARY KEY, email VARCHAR(200) NOT NULL UNIQUE,
+                name VARCHAR(100) NOT NULL, plan VARCHAR(20) NOT NULL DEFAULT 'free');
+            INSERT INTO customer (email, name, plan) VALUES
+                ('julius@nyknicks.com', 'Julius Randle', 'pro'),
+                ('jalen@nyknicks.com', 'Jalen Brunson', 'free');
+            CREATE TABLE events (day DATE NOT NULL, user_email VARCHAR(200) NOT NULL);
+            INSERT INTO events VALUES ('2026-11-27', 'a@x'), ('2026-11-27', 'b@x'),
+                                      ('2026-11-28', 'a@x');
+            """
+        )
+    return path
 
 
 def _postgres_admin_url() -> str:

@@ -6,7 +6,6 @@ import json
 import re
 import secrets
 import shlex
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,21 +52,10 @@ class Sales:
 
 
 @pytest.fixture
-def sales(bay: Bay, tmp_path: Path) -> Iterator[Sales]:
+def sales(bay: Bay, tmp_path: Path, sales_db: Path) -> Iterator[Sales]:
     """A SQLite business database, a secret holding its URL allowed for a service name
     unique to the test, and an empty folder for the service's `service.json`."""
-    db = tmp_path / "sales.db"
-    with sqlite3.connect(db) as connection:
-        connection.executescript(
-            """
-            CREATE TABLE customer (
-                id INTEGER PRIMARY KEY, email VARCHAR(200) NOT NULL UNIQUE,
-                name VARCHAR(100) NOT NULL, plan VARCHAR(20) NOT NULL DEFAULT 'free');
-            INSERT INTO customer (email, name, plan) VALUES
-                ('julius@nyknicks.com', 'Julius Randle', 'pro'),
-                ('jalen@nyknicks.com', 'Jalen Brunson', 'free');
-            """
-        )
+    db = sales_db
     name = f"sales-{secrets.token_hex(3)}"
     secret = f"SALES_DB_{secrets.token_hex(3).upper()}"
     stored = bay("secrets", "set", secret, "--allow", f"service:{name}", input=f"sqlite:///{db}")

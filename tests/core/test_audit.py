@@ -271,7 +271,10 @@ def test_a_forged_event_appended_after_the_head_is_reported_at_its_seq(
     assert set(problem_seqs(report)) == {11}
 
 
-def test_a_forged_event_in_place_of_a_real_one_is_reported(database_url: str) -> None:
+def forge_in_place_of(database_url: str, seq: int) -> Verification:
+    """Replace event `seq` of ten by a forgery correctly hashed onto the event before it,
+    as an attacker with database access would, then verify."""
+
     async def scenario() -> Verification:
         engine = await migrated_engine(database_url)
         try:
@@ -279,15 +282,21 @@ def test_a_forged_event_in_place_of_a_real_one_is_reported(database_url: str) ->
             await drop_append_only_triggers(engine)
             async with engine.connect() as connection:
                 previous = str(
-                    await connection.scalar(text("SELECT hash FROM audit_events WHERE seq = 4"))
+                    await connection.scalar(
+                        text("SELECT hash FROM audit_events WHERE seq = :seq"), {"seq": seq - 1}
+                    )
                 )
-            await execute(engine, "DELETE FROM audit_events WHERE seq = 5")
-            await execute(engine, FORGED_INSERT, **forged_event(5, previous, rehash=True))
+            await execute(engine, f"DELETE FROM audit_events WHERE seq = {seq}")
+            await execute(engine, FORGED_INSERT, **forged_event(seq, previous, rehash=True))
             return await verification(engine)
         finally:
             await engine.dispose()
 
-    report = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_a_forged_event_in_place_of_a_real_one_is_reported(database_url: str) -> None:
+    report = forge_in_place_of(database_url, 5)
 
     assert not report.ok
     # The forgery hashes correctly onto event 4; the real event 6 no longer follows it.
@@ -513,22 +522,7 @@ def test_two_writers_on_one_sqlite_file_keep_one_unbroken_chain(sqlite_url: str)
 def test_a_forged_last_event_in_place_of_the_real_one_is_reported_at_its_seq(
     database_url: str,
 ) -> None:
-    async def scenario() -> Verification:
-        engine = await migrated_engine(database_url)
-        try:
-            await append_events(engine, 10)
-            await drop_append_only_triggers(engine)
-            async with engine.connect() as connection:
-                previous = str(
-                    await connection.scalar(text("SELECT hash FROM audit_events WHERE seq = 9"))
-                )
-            await execute(engine, "DELETE FROM audit_events WHERE seq = 10")
-            await execute(engine, FORGED_INSERT, **forged_event(10, previous, rehash=True))
-            return await verification(engine)
-        finally:
-            await engine.dispose()
-
-    report = asyncio.run(scenario())
+    report = forge_in_place_of(database_url, 10)
 
     assert not report.ok
     assert problem_seqs(report) == [10]

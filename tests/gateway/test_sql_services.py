@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,26 +12,6 @@ import pytest
 
 if TYPE_CHECKING:
     from tests.conftest import Server
-
-
-@pytest.fixture
-def sales_db(tmp_path: Path) -> Path:
-    path = tmp_path / "sales.db"
-    with sqlite3.connect(path) as db:
-        db.executescript(
-            """
-            CREATE TABLE customer (
-                id INTEGER PRIMARY KEY, email VARCHAR(200) NOT NULL UNIQUE,
-                name VARCHAR(100) NOT NULL, plan VARCHAR(20) NOT NULL DEFAULT 'free');
-            INSERT INTO customer (email, name, plan) VALUES
-                ('julius@nyknicks.com', 'Julius Randle', 'pro'),
-                ('jalen@nyknicks.com', 'Jalen Brunson', 'free');
-            CREATE TABLE events (day DATE NOT NULL, user_email VARCHAR(200) NOT NULL);
-            INSERT INTO events VALUES ('2026-11-27', 'a@x'), ('2026-11-27', 'b@x'),
-                                      ('2026-11-28', 'a@x');
-            """
-        )
-    return path
 
 
 @pytest.fixture

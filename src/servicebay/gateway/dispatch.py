@@ -16,7 +16,6 @@ from fastapi.responses import JSONResponse
 from starlette.convertors import Convertor, register_url_convertor
 
 from servicebay.core.errors import Forbidden, InvalidInput, NotFound
-from servicebay.core.redaction import SENSITIVE_PARAMETERS
 from servicebay.gateway.auth import authenticate_request, get_instance, get_registry
 from servicebay.gateway.context import request_context
 from servicebay.gateway.docs import service_document
@@ -25,6 +24,8 @@ from servicebay.services.spec import RESERVED_NAMES
 
 router = APIRouter()
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+KEY_PARAMETER = "api_key"
+"""The query parameter that carries the caller's key (`?api_key=`), never passed on."""
 
 
 class ServiceNameConvertor(Convertor[str]):
@@ -65,10 +66,12 @@ async def call_service(request: Request, service: str, path: str) -> Response:
     call = ServiceCall(
         method=request.method,
         path=_segments(request, service),
+        # Only the caller's own key is the gateway's: a service may have a column called
+        # `token` or `key` to filter on (logs and audit records still redact those).
         query=[
             (name, value)
             for name, value in request.query_params.multi_items()
-            if name.lower() not in SENSITIVE_PARAMETERS
+            if name.lower() != KEY_PARAMETER
         ],
         body=await _json_body(request),
         request_id=request_context(request.scope).request_id,

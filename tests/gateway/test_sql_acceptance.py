@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 import secrets
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -675,6 +676,42 @@ def test_a_revoked_grant_stops_access_within_5_seconds(
         refused, elapsed = wait_for(lookup, lambda answer: answer.status_code == 403)
     assert_problem(refused, 403, f"`read` on `service:{sales.name}/customer`")
     assert elapsed <= REVOCATION_BOUND_SECONDS
+
+
+def test_only_api_key_is_the_gateways_and_other_parameters_reach_the_service(
+    bay: Server, admin: httpx.Client, tmp_path: Path
+) -> None:
+    """Columns may be called token, key, password or secret: filters on them apply (they
+    are only redacted from logs), while `?api_key=` authenticates and is no filter."""
+    database = tmp_path / "vouchers.db"
+    with sqlite3.connect(database) as db:
+        db.executescript(
+            """
+            CREATE TABLE voucher (id INTEGER PRIMARY KEY, token VARCHAR(40) NOT NULL UNIQUE,
+                                  key VARCHAR(20), password VARCHAR(20), secret VARCHAR(20));
+            INSERT INTO voucher (token, key, password, secret) VALUES
+                ('t1', 'k1', 'p1', 's1'), ('t2', 'k2', 'p2', 's2'), ('t3', 'k3', 'p3', 's3');
+            """
+        )
+    name, secret = unique_name("vouchers"), secret_name("VOUCHER_DB")
+    admin.put(
+        f"/api/v1/secrets/{secret}",
+        json={"value": f"sqlite:///{database}", "allow": [f"service:{name}"]},
+    )
+    document = {"name": name, "kind": "sql", "description": "Vouchers", "secret": secret}
+    assert admin.post("/api/v1/services", json=document).status_code == 201
+    email, key = bay.new_user()
+    grant(admin, f"user:{email}", f"service:{name}", ["read"])
+
+    for column in ("token", "key", "password", "secret"):
+        found = admin.get(f"/{name}/voucher", params={column: f"{column[0]}2", "select": "id"})
+        assert found.status_code == 200, found.text
+        assert found.json()["data"] == [{"id": 2}], column
+    with bay.client() as anonymous:
+        by_query_key = anonymous.get(f"/{name}/voucher", params={"api_key": key, "token": "t3"})
+    assert by_query_key.status_code == 200, by_query_key.text
+    assert [row["id"] for row in by_query_key.json()["data"]] == [3]
+    admin.delete(f"/api/v1/services/{name}")
 
 
 # 4. An injection corpus through HTTP ------------------------------------------------------

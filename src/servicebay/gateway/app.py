@@ -64,10 +64,12 @@ def create_app(settings: Settings) -> Envelope:
         per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst
     )
     problems.install(app)
+    # Service calls are the hot path, so their routes are matched first; they can never
+    # shadow the platform's own, whose first segments are reserved names.
+    app.include_router(dispatch.router)
     docs.install(app, lambda: app.state.services)
     app.include_router(health.router)
     app.include_router(api_router)
-    app.include_router(dispatch.router)  # last: `/{service}/...` catches what is left
     return Envelope(
         app,
         audit=lambda: get_instance_of(app).audit,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import groupby
 from typing import Any
 
@@ -68,10 +69,27 @@ class TableEndpoints:
         value = self._key(key, errors)
         with translated(self.service, self.model.table):
             async with self.engine.connect() as connection:
-                row = await self._read(connection, self.model.key.column == value, selected)
+                if selected:
+                    row = await self._read(connection, self.model.key.column == value, selected)
+                else:
+                    row = await self._read_by_key(connection, value)
         if row is None:
             raise self._missing(key)
         return ServiceReply(200, row)
+
+    @cached_property
+    def _by_key(self) -> sa.Select[Any]:
+        """The lookup of a whole row by key, built once: executing the same statement
+        again skips SQLAlchemy's per-statement cache-key work on the hottest endpoint."""
+        key = self.model.key.column
+        columns = self.model.columns.values()
+        return sa.select(*(column.read for column in columns)).where(
+            key == sa.bindparam("key_value", type_=key.type)
+        )
+
+    async def _read_by_key(self, connection: AsyncConnection, value: Any) -> dict[str, Any] | None:
+        found = (await connection.execute(self._by_key, {"key_value": value})).mappings().first()
+        return None if found is None else _shown(list(self.model.columns.values()), found)
 
     async def create_rows(self, body: Any, query: Query) -> ServiceReply:
         _no_parameters(query)

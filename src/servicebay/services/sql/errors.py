@@ -215,7 +215,8 @@ def _foreign_key_name(table: sa.Table, deleting: bool) -> str | None:
         ]
     else:
         candidates = [key.constraint for key in table.foreign_keys]
-    names = {str(constraint.name) for constraint in candidates if constraint is not None}
+    # An unnamed constraint has no name to give (its `name` is None, not "None").
+    names = {constraint.name for constraint in candidates if constraint is not None}
     return _identifier(names.pop()) if len(names) == 1 else None
 
 

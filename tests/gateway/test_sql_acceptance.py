@@ -714,6 +714,50 @@ def test_only_api_key_is_the_gateways_and_other_parameters_reach_the_service(
     admin.delete(f"/api/v1/services/{name}")
 
 
+def test_a_constraint_without_a_name_is_reported_without_one(
+    admin: httpx.Client, tmp_path: Path
+) -> None:
+    """SQLite reports columns, not constraints: the name comes from the table's definition,
+    and an unnamed constraint has none to give (not the text "None")."""
+    database = tmp_path / "unnamed.db"
+    with sqlite3.connect(database) as db:
+        db.executescript(
+            """
+            CREATE TABLE parent (id INTEGER PRIMARY KEY, code VARCHAR(10) UNIQUE);
+            CREATE TABLE child (id INTEGER PRIMARY KEY,
+                                parent_id INTEGER NOT NULL REFERENCES parent (id));
+            INSERT INTO parent VALUES (1, 'a');
+            INSERT INTO child VALUES (1, 1);
+            """
+        )
+    name, secret = unique_name("unnamed"), secret_name("UNNAMED_DB")
+    admin.put(
+        f"/api/v1/secrets/{secret}",
+        json={"value": f"sqlite:///{database}", "allow": [f"service:{name}"]},
+    )
+    document = {
+        "name": name, "kind": "sql", "description": "Unnamed constraints", "secret": secret,
+        "tables": {"parent": {"operations": ["read", "create", "delete"]},
+                   "child": {"operations": ["read", "create"]}},
+    }  # fmt: skip
+    assert admin.post("/api/v1/services", json=document).status_code == 201
+
+    conflicts = [
+        admin.delete(f"/{name}/parent/1"),
+        admin.post(f"/{name}/child", json={"parent_id": 99}),
+        admin.post(f"/{name}/parent", json={"code": "a"}),
+    ]
+
+    kinds = []
+    for answer in conflicts:
+        [error] = assert_problem(answer, 409)["errors"]
+        assert "constraint" not in error, error
+        assert "None" not in answer.json()["detail"]
+        kinds.append(error["type"])
+    assert kinds == ["foreign_key_violation", "foreign_key_violation", "unique_violation"]
+    admin.delete(f"/api/v1/services/{name}")
+
+
 # 4. An injection corpus through HTTP ------------------------------------------------------
 
 HOSTILE_VALUES = [

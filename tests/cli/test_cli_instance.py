@@ -85,8 +85,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _demo(local: Bay, *args: str) -> Iterator[tuple[dict[str, str], subprocess.Popen[str]]]:
-    """A running `bay demo`: the variables its panel exports, once the panel is printed."""
+def _demo(local: Bay, *args: str) -> Iterator[tuple[dict[str, str], str, subprocess.Popen[str]]]:
+    """A running `bay demo`, once its panel is printed: the variables the panel exports,
+    the panel's text (no border, continued lines joined) and the process."""
     process = subprocess.Popen(
         [BAY, "demo", *args],
         env=local.env,
@@ -102,7 +103,9 @@ def _demo(local: Bay, *args: str) -> Iterator[tuple[dict[str, str], subprocess.P
             if "starts over" in line:
                 break
         assert process.poll() is None, "".join(panel) + process.stderr.read()  # type: ignore[union-attr]
-        yield dict(re.findall(r"export (\w+)=(\S+)", "".join(panel))), process
+        exported = dict(re.findall(r"export (\w+)=(\S+)", "".join(panel)))
+        text = "\n".join(line.strip().strip("│╭╮╰╯─").strip() for line in panel)
+        yield exported, text.replace("\\\n", " "), process
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
@@ -118,7 +121,7 @@ def test_demo_serves_a_seeded_instance_and_reuses_it(local: Bay, tmp_path: Path)
     home, port = tmp_path / "demo", _free_port()
     args = ("--home", str(home), "--port", str(port))
 
-    with _demo(local, *args) as (exported, first):
+    with _demo(local, *args) as (exported, panel, first):
         url = exported["BAY_URL"]
         assert url == f"http://127.0.0.1:{port}"
         assert httpx.get(f"{url}/readyz").status_code == 200
@@ -130,14 +133,18 @@ def test_demo_serves_a_seeded_instance_and_reuses_it(local: Bay, tmp_path: Path)
         bo = demo_bay("permissions", "check", "bo@example.com", "service:instagram", "invoke")
         assert (ann.returncode, bo.returncode) == (0, 1)
         assert "INSTAGRAM_TOKEN" in demo_bay("secrets", "list").stdout
+        _check_the_sales_curls(exported, panel)
     assert first.returncode == 0
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/readyz")  # the server child stopped with the demo
     assert stat.S_IMODE((home / "demo.json").stat().st_mode) == 0o600
 
-    with _demo(local, *args) as (again, _):
+    with _demo(local, *args) as (again, panel_again, _):
         assert again == exported
         assert _me(url, again["ANN_KEY"]) == "ann@example.com"
+        _check_the_sales_curls(again, panel_again)
+        services = demo_bay("services", "list", "--json")
+        assert [service["version"] for service in json.loads(services.stdout)] == [1]
         _tamper_with_the_audit_log(home / "servicebay.db")
         broken = demo_bay("audit", "verify")
         assert broken.returncode == 1
@@ -145,6 +152,35 @@ def test_demo_serves_a_seeded_instance_and_reuses_it(local: Bay, tmp_path: Path)
         as_json = demo_bay("audit", "verify", "--json")
         assert as_json.returncode == 1
         assert [p["seq"] for p in json.loads(as_json.stdout)["problems"]] == [1]
+
+
+def _check_the_sales_curls(exported: dict[str, str], panel: str) -> None:
+    """Each sales curl the panel prints answers its own user, and the grants decide others."""
+    url = exported["BAY_URL"]
+    curls = re.findall(r'Bearer \$(\w+)" +"\$BAY_URL(/sales/[^"]+)"', panel)
+    assert [path.split("?")[0] for _, path in curls] == [
+        "/sales/customer/julius@nyknicks.com",
+        "/sales/orders",
+        "/sales/queries/daily_active_users",
+    ]
+
+    def status(variable: str, path: str) -> int:
+        headers = {"Authorization": f"Bearer {exported[variable]}"}
+        return httpx.get(f"{url}{path}", headers=headers).status_code
+
+    (ann, customer), (bo, orders), (_, query) = curls
+    assert (ann, bo) == ("ANN_KEY", "BO_KEY")
+    found = httpx.get(f"{url}{customer}", headers={"Authorization": f"Bearer {exported[ann]}"})
+    assert found.status_code == 200, found.text
+    assert found.json()["name"] == "Julius Randle"
+    assert status(bo, customer) == 200  # data_science may invoke the whole service
+    assert [status(bo, orders), status(ann, orders)] == [200, 403]
+    assert [status(bo, query), status(ann, query)] == [200, 403]
+    listed = httpx.get(f"{url}{orders}", headers={"Authorization": f"Bearer {exported[bo]}"})
+    amounts = [float(row["amount"]) for row in listed.json()["data"]]
+    assert len(amounts) == 5
+    assert amounts == sorted(amounts, reverse=True)
+    assert min(amounts) > 100
 
 
 def _tamper_with_the_audit_log(database: Path) -> None:

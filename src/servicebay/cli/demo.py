@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ from servicebay.cli.output import console, fail
 HOME = Path(".bay-demo")
 STATE = "demo.json"
 LOG = "server.log"
+SALES_DB = "sales.db"
 READY_TIMEOUT = 60.0
 
 
@@ -59,8 +61,56 @@ PEOPLE = (
 GRANTS = (
     ("team:marketing", "service:instagram", ["invoke"]),
     ("team:data_science", "service:sql/customer*", ["read"]),
+    ("team:marketing", "service:sales/customer", ["read"]),
+    ("team:data_science", "service:sales", ["invoke"]),
 )
 SECRET = ("INSTAGRAM_TOKEN", ["service:instagram"])
+SALES = "sales"
+SALES_URL_NAME = "SALES_DB_URL"
+SALES_DAY = "2026-11-27"
+SALES_SERVICE: dict[str, Any] = {
+    "name": SALES,
+    "kind": "sql",
+    "description": "A sample business database: customers, their orders, daily activity",
+    "secret": SALES_URL_NAME,
+    "tables": {
+        "customer": {
+            "description": "Paying and free customers",
+            "key": "email",
+            "operations": ["read", "create", "update"],
+        },
+        "orders": {"description": "What customers ordered, and when", "operations": ["read"]},
+    },
+    "queries": {
+        "daily_active_users": {
+            "sql": "SELECT count(DISTINCT user_email) AS users FROM events WHERE day = :day",
+            "params": {"day": "date"},
+            "description": "Distinct users active on a day",
+        }
+    },
+}
+CUSTOMERS = (
+    ("julius@nyknicks.com", "Julius Randle", "pro"),
+    ("jalen@nyknicks.com", "Jalen Brunson", "pro"),
+    ("josh@nyknicks.com", "Josh Hart", "free"),
+    ("og@nyknicks.com", "OG Anunoby", "team"),
+    ("mikal@nyknicks.com", "Mikal Bridges", "pro"),
+    ("karl@nyknicks.com", "Karl-Anthony Towns", "team"),
+    ("mitchell@nyknicks.com", "Mitchell Robinson", "free"),
+    ("miles@nyknicks.com", "Miles McBride", "free"),
+    ("precious@nyknicks.com", "Precious Achiuwa", "free"),
+    ("cam@nyknicks.com", "Cameron Payne", "pro"),
+    ("landry@nyknicks.com", "Landry Shamet", "free"),
+    ("tyler@nyknicks.com", "Tyler Kolek", "free"),
+    ("pacome@nyknicks.com", "Pacome Dadiet", "free"),
+    ("ariel@nyknicks.com", "Ariel Hukporti", "team"),
+    ("kevin@nyknicks.com", "Kevin McCullar", "free"),
+    ("patrick@nyknicks.com", "Patrick Ewing", "pro"),
+    ("walt@nyknicks.com", "Walt Frazier", "team"),
+    ("willis@nyknicks.com", "Willis Reed", "pro"),
+    ("bernard@nyknicks.com", "Bernard King", "free"),
+    ("carmelo@nyknicks.com", "Carmelo Anthony", "pro"),
+)
 
 
 def demo(
@@ -204,25 +254,87 @@ def _seed(api: Api, state: dict[str, Any], path: Path) -> None:
         if (principal, resource) not in granted:
             body = {"principal": principal, "resource": resource, "actions": actions}
             api.request("POST", api_path("grants"), json=body)
+    stored = {secret["name"] for secret in api.collect(api_path("secrets"))}
     name, allow = SECRET
-    if name not in {secret["name"] for secret in api.collect(api_path("secrets"))}:
+    if name not in stored:
         body = {"value": token_urlsafe(24), "allow": allow}
         api.request("PUT", api_path("secrets", name), json=body)
+    database = _sales_db(path.parent)
+    if SALES_URL_NAME not in stored:
+        body = {"value": f"sqlite:///{database}", "allow": [f"service:{SALES}"]}
+        api.request("PUT", api_path("secrets", SALES_URL_NAME), json=body)
+    if SALES not in {service["name"] for service in api.collect(api_path("services"))}:
+        api.request("POST", api_path("services"), json=SALES_SERVICE)
+
+
+def _sales_db(home: Path) -> Path:
+    """The demo's business database, made once: 20 customers, 50 orders, 5 days of events."""
+    path = home / SALES_DB
+    if path.exists():
+        return path
+    partial = path.with_suffix(".partial")
+    partial.unlink(missing_ok=True)
+    customers = [
+        (email, name, plan, f"2026-{1 + n % 10:02d}-{1 + n:02d} 09:{n:02d}:00")
+        for n, (email, name, plan) in enumerate(CUSTOMERS)
+    ]
+    orders = [
+        (1 + (n * 7) % len(CUSTOMERS), f"{5 + (n * 7919) % 29000 / 100:.2f}",
+         f"2026-{1 + n % 11:02d}-{1 + (n * 3) % 28:02d}")
+        for n in range(50)
+    ]  # fmt: skip
+    events = [
+        (f"2026-11-{day:02d}", email)
+        for day in range(24, 29)
+        for n, (email, _, _) in enumerate(CUSTOMERS)
+        if (n + day) % 3 != 0
+    ]
+    with sqlite3.connect(partial) as db:
+        db.executescript(
+            """
+            CREATE TABLE customer (
+                id INTEGER PRIMARY KEY, email VARCHAR(200) NOT NULL UNIQUE,
+                name VARCHAR(100) NOT NULL, plan VARCHAR(20) NOT NULL DEFAULT 'free',
+                created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP);
+            CREATE TABLE orders (
+                id INTEGER PRIMARY KEY,
+                customer_id INTEGER NOT NULL REFERENCES customer (id),
+                amount NUMERIC(10, 2) NOT NULL, ordered_on DATE NOT NULL);
+            CREATE TABLE events (day DATE NOT NULL, user_email VARCHAR(200) NOT NULL);
+            """
+        )
+        db.executemany(
+            "INSERT INTO customer (email, name, plan, created_at) VALUES (?, ?, ?, ?)", customers
+        )
+        db.executemany(
+            "INSERT INTO orders (customer_id, amount, ordered_on) VALUES (?, ?, ?)", orders
+        )
+        db.executemany("INSERT INTO events (day, user_email) VALUES (?, ?)", events)
+    db.close()
+    partial.chmod(0o600)
+    partial.replace(path)
+    return path
 
 
 def _panel(url: str, home: Path, state: dict[str, Any]) -> Panel:
     admin = state["admin"]
-    rights = {
-        principal: f"may {', '.join(actions)} {resource}" for principal, resource, actions in GRANTS
-    }
+    rights: dict[str, list[str]] = {}
+    for principal, resource, actions in GRANTS:
+        rights.setdefault(principal, []).append(f"may {', '.join(actions)} {resource}")
     ann, bo = PEOPLE
+    who = []
+    for p in PEOPLE:
+        first, *more = rights.get(f"team:{p.team}", [""])
+        who.append(f"  {p.email:<19} team {p.team:<13} {first}")
+        who += [f"  {'':<19}      {'':<13} {line}" for line in more]
+    sales = f'"$BAY_URL/{SALES}'
     lines = [
         f"ServiceBay is running at {url}",
         f"instance: {home} (server log: {LOG})",
         "",
         "Who is who:",
         f"  {admin['email']:<19} administrator",
-        *(f"  {p.email:<19} team {p.team:<13} {rights.get(f'team:{p.team}', '')}" for p in PEOPLE),
+        *who,
         "",
         "Their keys (a demo keeps them in demo.json; a real key is shown once):",
         f"  export BAY_URL={url}",
@@ -236,7 +348,16 @@ def _panel(url: str, home: Path, state: dict[str, Any]) -> Panel:
         f'       -H "X-API-Key: $BAY_API_KEY" -d principal=user:{ann.email} \\',
         "       -d resource=service:instagram -d action=invoke",
         '  curl -H "X-API-Key: $BAY_API_KEY" "$BAY_URL/api/v1/audit?limit=5"',
-        f"  {url}/docs in a browser: the API's documentation",
+        "",
+        f"The sample database {SALES_DB}, served as the sql service {SALES}:",
+        f'  curl -H "Authorization: Bearer ${ann.variable}" \\',
+        f'       {sales}/customer/julius@nyknicks.com"',
+        f'  curl -H "Authorization: Bearer ${bo.variable}" \\',
+        f'       {sales}/orders?amount=gt.100&order=amount.desc&limit=5"',
+        f'  curl -H "Authorization: Bearer ${bo.variable}" \\',
+        f'       {sales}/queries/daily_active_users?day={SALES_DAY}"',
+        f"  ({ann.variable} for orders or the query: 403, marketing may read customer only)",
+        f"  {url}/docs in a browser: the API's documentation, {SALES} too",
         "",
         "  bay users list",
         f"  bay permissions check {ann.email} service:instagram invoke",

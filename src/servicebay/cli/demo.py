@@ -60,7 +60,6 @@ PEOPLE = (
 )
 GRANTS = (
     ("team:marketing", "service:instagram", ["invoke"]),
-    ("team:data_science", "service:sql/customer*", ["read"]),
     ("team:marketing", "service:sales/customer", ["read"]),
     ("team:data_science", "service:sales", ["invoke"]),
 )

@@ -43,6 +43,9 @@ _MYSQL: dict[int, tuple[str, str | None]] = {
 }
 _MYSQL_RETRYABLE = {1040, 1205, 1213}
 """Too many connections, lock wait timeout, deadlock."""
+_DROPPED_WHILE_CONNECTING = "Transport does not expose socket instance"
+"""asyncmy's bare RuntimeError when the server (or a proxy in front of it) closes a
+connection while it is being opened: the database is going away, not a bug here."""
 _SQLITE_UNAVAILABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR")
 _SQLITE = {
     "UNIQUE": "unique",
@@ -101,6 +104,12 @@ def translated(
     except (PoolTimeout, OSError, TimeoutError) as error:
         raise ServiceUnavailable(
             f"the database of service {service!r} is unreachable ({type(error).__name__})"
+        ) from None
+    except RuntimeError as error:
+        if _DROPPED_WHILE_CONNECTING not in str(error):
+            raise
+        raise ServiceUnavailable(
+            f"the database of service {service!r} is unreachable (connection dropped)"
         ) from None
 
 

@@ -13,12 +13,16 @@ the databases; a refused or hostile request is checked against a fingerprint of 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import re
 import secrets
+import select
+import socket
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -54,7 +58,9 @@ from tests.gateway.gateway_support import (
 if TYPE_CHECKING:
     from tests.conftest import Server
 
-BACKENDS = ("sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "mysql")
+SERVER_BACKENDS = (pytest.param("postgres", marks=pytest.mark.postgres), "mysql")
+BACKENDS = ("sqlite", *SERVER_BACKENDS)
+DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306}
 HIDDEN_NOTE = f"HIDDEN-{secrets.token_hex(6)}"
 """The hidden column's value in every seeded row: no answer may ever show it."""
 FULL = ["read", "create", "update", "delete"]
@@ -301,6 +307,12 @@ def businesses(bay: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 @pytest.fixture(params=BACKENDS)
 def business(request: pytest.FixtureRequest, businesses: Businesses) -> Business:
     """The sales service on each backend in turn."""
+    return businesses.get(request.param)
+
+
+@pytest.fixture(params=SERVER_BACKENDS)
+def networked(request: pytest.FixtureRequest, businesses: Businesses) -> Business:
+    """The sales database on each database server in turn (PostgreSQL, MariaDB)."""
     return businesses.get(request.param)
 
 
@@ -1157,6 +1169,96 @@ def test_an_unreachable_database_is_refused_at_registration_without_its_url(
         assert password not in text
         assert url not in text
     assert name in problem["detail"]
+
+
+class Cable:
+    """A TCP forwarder between the gateway and a database server, that can be cut (every
+    connection dropped, new ones refused) and mended: a database going away, for real."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.connected = True
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            with self.lock:
+                if not self.connected:
+                    client.close()
+                    continue
+                upstream = socket.create_connection(self.target)
+                self.sockets += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+
+    @staticmethod
+    def _pipe(one: socket.socket, other: socket.socket) -> None:
+        peer = {one: other, other: one}
+        try:
+            while True:
+                ready, _, _ = select.select(list(peer), [], [])
+                for end in ready:
+                    data = end.recv(65536)
+                    if not data:
+                        raise ConnectionResetError
+                    peer[end].sendall(data)
+        except OSError:
+            one.close()
+            other.close()
+
+    def cut(self) -> None:
+        with self.lock:
+            self.connected = False
+            for end in self.sockets:
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
+            self.sockets.clear()
+
+    def mend(self) -> None:
+        with self.lock:
+            self.connected = True
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def test_a_database_that_goes_away_answers_503_and_is_used_again_when_back(
+    bay: Server, admin: httpx.Client, networked: Business
+) -> None:
+    url = make_url(networked.url)
+    cable = Cable(url.host or "127.0.0.1", url.port or DEFAULT_PORTS[networked.backend])
+    name, secret = unique_name("remote"), secret_name("REMOTE_DB")
+    through = url.set(port=cable.port).render_as_string(hide_password=False)
+    admin.put(f"/api/v1/secrets/{secret}", json={"value": through, "allow": [f"service:{name}"]})
+    try:
+        assert admin.post("/api/v1/services", json=sales_document(name, secret)).status_code == 201
+
+        def lookup() -> httpx.Response:
+            return admin.get(f"/{name}/customer/julius@nyknicks.com")
+
+        assert lookup().status_code == 200
+        cable.cut()
+        gone = [lookup() for _ in range(5)]  # pooled connections lost, then none to be had
+        cable.mend()
+        back, _ = wait_for(lookup, lambda answer: answer.status_code == 200)
+    finally:
+        cable.close()
+        admin.delete(f"/api/v1/services/{name}")
+
+    for answer in gone:
+        problem = assert_problem(answer, 503, f"the database of service '{name}' is")
+        assert through not in answer.text
+        assert str(cable.port) not in problem["detail"]
+    assert back.json()["name"] == "Julius Randle"
 
 
 # 6. Documentation -------------------------------------------------------------------------

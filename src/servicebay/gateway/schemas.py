@@ -54,15 +54,7 @@ class UserOut(BaseModel):
 
     @classmethod
     def of(cls, user: User) -> UserOut:
-        return cls(
-            id=user.id,
-            email=user.email,
-            name=user.name,
-            teams=list(user.teams),
-            admin=user.admin,
-            disabled=user.disabled,
-            created_at=user.created_at,
-        )
+        return cls.model_validate(user, from_attributes=True)
 
 
 class KeyIn(Strict):
@@ -119,14 +111,7 @@ class GrantOut(BaseModel):
 
     @classmethod
     def of(cls, grant: Grant) -> GrantOut:
-        return cls(
-            id=grant.id,
-            principal=grant.principal,
-            resource=grant.resource,
-            actions=list(grant.actions),
-            created_at=grant.created_at,
-            created_by=grant.created_by,
-        )
+        return cls.model_validate(grant, from_attributes=True)
 
 
 class DecisionOut(BaseModel):
@@ -160,12 +145,7 @@ class SecretOut(BaseModel):
 
     @classmethod
     def of(cls, secret: Secret) -> SecretOut:
-        return cls(
-            name=secret.name,
-            allow=list(secret.allow),
-            created_at=secret.created_at,
-            updated_at=secret.updated_at,
-        )
+        return cls.model_validate(secret, from_attributes=True)
 
 
 class AuditEventOut(BaseModel):

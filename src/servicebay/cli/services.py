@@ -15,7 +15,6 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from servicebay.cli import jsonc
 from servicebay.cli.admin import JsonFlag
 from servicebay.cli.client import Api, api_path, connect
 from servicebay.cli.output import (
@@ -29,6 +28,7 @@ from servicebay.cli.output import (
     success,
     when,
 )
+from servicebay.core import jsonc
 
 services = typer.Typer(
     help="Register, list, show and delete services (registering and deleting: admin only).",

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from servicebay.cli.jsonc import JsoncError, load, loads, strip_comments
+from servicebay.core.jsonc import JsoncError, load, loads, strip_comments
 
 
 def test_both_comment_styles_go_to_the_end_of_the_line() -> None:

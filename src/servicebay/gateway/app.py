@@ -12,8 +12,9 @@ import servicebay
 from servicebay.core.audit import AuditRecord
 from servicebay.core.instance import Instance
 from servicebay.core.settings import Settings
-from servicebay.gateway import dispatch, docs, health, problems
+from servicebay.gateway import docs, health, problems
 from servicebay.gateway.api import router as api_router
+from servicebay.gateway.dispatch import ServiceCalls
 from servicebay.gateway.envelope import Envelope
 from servicebay.gateway.limits import RateLimiter
 from servicebay.gateway.metrics import GatewayMetrics
@@ -64,14 +65,11 @@ def create_app(settings: Settings) -> Envelope:
         per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst
     )
     problems.install(app)
-    # Service calls are the hot path, so their routes are matched first; they can never
-    # shadow the platform's own, whose first segments are reserved names.
-    app.include_router(dispatch.router)
     docs.install(app, lambda: app.state.services)
     app.include_router(health.router)
     app.include_router(api_router)
     return Envelope(
-        app,
+        ServiceCalls(app, app.state),
         audit=lambda: get_instance_of(app).audit,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import Scope
 
 from servicebay.core.access import Principal
 from servicebay.core.errors import Forbidden, NotAuthenticated, ServiceBayError
@@ -54,22 +55,27 @@ def get_rate_limiter(request: Request) -> RateLimiter:
     return limiter
 
 
-async def authenticate(
-    request: Request,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-    header_key: Annotated[str | None, Depends(header_scheme)],
-    query_key: Annotated[str | None, Depends(query_scheme)],
+def key_of(request: Request) -> str | None:
+    """The key a request carries, the three ways the security schemes above document."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials:
+        return credentials
+    return request.headers.get("x-api-key") or request.query_params.get("api_key")
+
+
+async def admit(
+    instance: Instance, limiter: RateLimiter, scope: Scope, raw: str | None
 ) -> Principal:
-    raw = (bearer.credentials if bearer else None) or header_key or query_key
+    """Who `raw` identifies, recorded in the request's context, within its rate limit."""
     if not raw:
         raise NotAuthenticated(
             "an API key is required: send `Authorization: Bearer <key>`, `X-API-Key: <key>` "
             "or `?api_key=<key>`"
         )
-    principal = await get_instance(request).authenticator.authenticate(raw.strip())
-    context = request_context(request.scope)
+    principal = await instance.authenticator.authenticate(raw.strip())
+    context = request_context(scope)
     context.actor, context.key_id = principal.email, principal.key_id
-    wait = get_rate_limiter(request).acquire(principal.key_id)
+    wait = limiter.acquire(principal.key_id)
     if wait:
         raise RateLimited(
             f"this key is over its rate limit; retry in {retry_after_header(wait)} s",
@@ -78,17 +84,19 @@ async def authenticate(
     return principal
 
 
-Caller = Annotated[Principal, Depends(authenticate)]
-
-
-async def authenticate_request(request: Request) -> Principal:
-    """`authenticate`, for a route that must first find out whether it serves anything."""
-    return await authenticate(
-        request,
-        await bearer_scheme(request),
-        await header_scheme(request),
-        await query_scheme(request),
+async def authenticate(
+    request: Request,
+    # The schemes document the three ways in OpenAPI; `key_of` reads whichever came.
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    _header: Annotated[str | None, Depends(header_scheme)],
+    _query: Annotated[str | None, Depends(query_scheme)],
+) -> Principal:
+    return await admit(
+        get_instance(request), get_rate_limiter(request), request.scope, key_of(request)
     )
+
+
+Caller = Annotated[Principal, Depends(authenticate)]
 
 
 def require_admin(caller: Principal, to: str) -> None:

@@ -1,5 +1,10 @@
 """Calls to services, `/{service}/...`: authenticate, authorise, audit, then let through.
 
+This is the hot path, so it is plain ASGI in front of the FastAPI app rather than a
+route inside it: a service call needs none of FastAPI's routing, dependency solving or
+response validation, and skipping them is most of the gateway's cost per call. The
+platform's own prefixes are reserved names, so they always fall through to FastAPI.
+
 The service names the permission a call needs without touching its data source; the
 decision is made here, before any query runs.
 """
@@ -7,96 +12,138 @@ decision is made here, before any query runs.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 from urllib.parse import unquote
 
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
-from starlette.convertors import Convertor, register_url_convertor
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from servicebay.core.errors import Forbidden, InvalidInput, NotFound
-from servicebay.gateway.auth import authenticate_request, get_instance, get_registry
+from servicebay.core.errors import (
+    Forbidden,
+    InvalidInput,
+    MethodNotAllowed,
+    NotFound,
+    ServiceBayError,
+)
+from servicebay.core.instance import Instance
+from servicebay.gateway.auth import admit, key_of
 from servicebay.gateway.context import request_context
 from servicebay.gateway.docs import service_document
+from servicebay.gateway.limits import RateLimiter
+from servicebay.gateway.problems import problem_response
 from servicebay.services.base import Service, ServiceCall
+from servicebay.services.registry import ServiceRegistry
 from servicebay.services.spec import RESERVED_NAMES
 
-router = APIRouter()
-METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+log = logging.getLogger(__name__)
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 KEY_PARAMETER = "api_key"
 """The query parameter that carries the caller's key (`?api_key=`), never passed on."""
+SERVICE_PATH = re.compile(r"^/([a-z][a-z0-9_-]{0,62})/")
+ROUTE = "/{service}/{path}"
+"""The route template the envelope reports for metrics and audit."""
 
 
-class ServiceNameConvertor(Convertor[str]):
-    """A first path segment that can name a service. The platform's own prefixes never
-    match, so `/api/v1/...` keeps its 404s and 405s instead of falling through here."""
+class ServiceCalls:
+    """Answers `/{service}/...` itself and passes every other request to `app`."""
 
-    regex = rf"(?!(?:{'|'.join(map(re.escape, RESERVED_NAMES))})(?:/|$))[a-z][a-z0-9_-]{{0,62}}"
+    def __init__(self, app: ASGIApp, state: Any) -> None:
+        self.app = app
+        self.state = state
+        """The FastAPI app's `state`, which its lifespan fills with the instance."""
 
-    def convert(self, value: str) -> str:
-        return value
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = _service_name(scope)
+        if name is None:
+            await self.app(scope, receive, send)
+            return
+        scope["route_path"] = ROUTE
+        request = Request(scope, receive)
+        try:
+            response = await self._answer(request, name)
+        except ServiceBayError as error:
+            if error.status >= 500:
+                log.error("%s: %s", error.title, error.message)
+            response = problem_response(
+                scope,
+                error.status,
+                error.message,
+                title=error.title,
+                errors=error.errors,
+                headers=error.headers(),
+            )
+        await response(scope, receive, send)
 
-    def to_string(self, value: str) -> str:
-        return value
-
-
-register_url_convertor("service_name", ServiceNameConvertor())
-
-
-async def _service(request: Request, name: str) -> Service:
-    """The service, looked up before authentication: what exists is public (`/docs`), and
-    an unknown path is a 404 for everybody."""
-    service = await get_registry(request).get(name)
-    if service is None:
-        raise NotFound(f"nothing is served at {request.url.path}: there is no service {name!r}")
-    return service
-
-
-@router.get("/{service:service_name}/openapi.json", include_in_schema=False)
-async def service_openapi(request: Request, service: str) -> JSONResponse:
-    """One service's documentation, on its own (also merged into `/openapi.json`)."""
-    return JSONResponse(service_document(await _service(request, service)))
-
-
-@router.api_route("/{service:service_name}/{path:path}", methods=METHODS, include_in_schema=False)
-async def call_service(request: Request, service: str, path: str) -> Response:
-    target = await _service(request, service)
-    caller = await authenticate_request(request)
-    call = ServiceCall(
-        method=request.method,
-        path=_segments(request, service),
-        # Only the caller's own key is the gateway's: a service may have a column called
-        # `token` or `key` to filter on (logs and audit records still redact those).
-        query=[
-            (name, value)
-            for name, value in request.query_params.multi_items()
-            if name.lower() != KEY_PARAMETER
-        ],
-        body=await _json_body(request),
-        request_id=request_context(request.scope).request_id,
-    )
-    permission = target.permission_for(call)
-    context = request_context(request.scope)
-    context.record(f"service.{permission.action}", permission.resource)
-    decision = await get_instance(request).authorizer.decide(
-        caller.subject, permission.resource, permission.action
-    )
-    if not decision.allowed:
-        raise Forbidden(
-            f"you need `{permission.action}` on `{permission.resource}`: {decision.reason}"
+    async def _answer(self, request: Request, name: str) -> Response:
+        service = await self._service(request, name)
+        segments = _segments(request.scope)
+        if segments == ("openapi.json",) and request.method in ("GET", "HEAD"):
+            return JSONResponse(service_document(service))
+        if request.method not in METHODS:
+            raise MethodNotAllowed(
+                f"{request.method} is not allowed on {request.url.path}",
+                allow=sorted(METHODS),
+            )
+        instance: Instance = self.state.instance
+        limiter: RateLimiter = self.state.rate_limiter
+        caller = await admit(instance, limiter, request.scope, key_of(request))
+        call = ServiceCall(
+            method="GET" if request.method == "HEAD" else request.method,
+            path=segments,
+            # Only the caller's own key is the gateway's: a service may have a column called
+            # `token` or `key` to filter on (logs and audit records still redact those).
+            query=[
+                (name, value)
+                for name, value in request.query_params.multi_items()
+                if name.lower() != KEY_PARAMETER
+            ],
+            body=await _json_body(request),
+            request_id=request_context(request.scope).request_id,
         )
-    context.detail["grant"] = decision.grant
-    reply = await target.handle(call)
-    if reply.status == 204 or reply.body is None:
-        return Response(status_code=reply.status, headers=reply.headers)
-    return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
+        permission = service.permission_for(call)
+        context = request_context(request.scope)
+        context.record(f"service.{permission.action}", permission.resource)
+        decision = await instance.authorizer.decide(
+            caller.subject, permission.resource, permission.action
+        )
+        if not decision.allowed:
+            raise Forbidden(
+                f"you need `{permission.action}` on `{permission.resource}`: {decision.reason}"
+            )
+        context.detail["grant"] = decision.grant
+        reply = await service.handle(call)
+        if reply.status == 204 or reply.body is None:
+            return Response(status_code=reply.status, headers=reply.headers)
+        return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
+
+    async def _service(self, request: Request, name: str) -> Service:
+        """The service, looked up before authentication: what exists is public (`/docs`),
+        and an unknown path is a 404 for everybody."""
+        registry: ServiceRegistry = self.state.services
+        service = await registry.get(name)
+        if service is None:
+            raise NotFound(f"nothing is served at {request.url.path}: there is no service {name!r}")
+        return service
 
 
-def _segments(request: Request, service: str) -> tuple[str, ...]:
+def _service_name(scope: Scope) -> str | None:
+    """The service a request is for, if its first path segment can name one."""
+    if scope["type"] != "http":
+        return None
+    match = SERVICE_PATH.match(scope["path"])
+    if match is None or match.group(1) in RESERVED_NAMES:
+        return None
+    return match.group(1)
+
+
+def _segments(scope: Scope) -> tuple[str, ...]:
     """Path segments after `/{service}/`, each decoded on its own, so that an encoded
     `/` (`%2F`) stays inside its segment (a key may contain one)."""
-    raw = request.scope.get("raw_path") or request.url.path.encode()
+    raw = scope.get("raw_path") or scope["path"].encode()
     rest = raw.decode("latin-1").split("?", 1)[0].split("/")[2:]
     return tuple(unquote(segment) for segment in rest if segment != "")
 

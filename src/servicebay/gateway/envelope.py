@@ -149,8 +149,8 @@ class _Exchange:
 
     @property
     def route(self) -> str:
-        route = self.scope.get("route")
-        return str(getattr(route, "path_format", None) or "unmatched")
+        route = self.scope.get("route")  # FastAPI's, or the template of a plain-ASGI route
+        return str(getattr(route, "path_format", None) or self.scope.get("route_path", "unmatched"))
 
     @property
     def target(self) -> str:

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from servicebay.core.errors import ServiceBayError
 from servicebay.core.redaction import redact_keys
@@ -66,6 +67,30 @@ def _without_keys(error: dict[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
+def problem_response(
+    scope: Scope,
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """The problem answer to the request of `scope`; a refusal's reason goes to its audit."""
+    context = request_context(scope)
+    if status in (401, 403, 413, 429):
+        context.note_refusal(detail)
+    body = problem_body(
+        status=status,
+        detail=detail,
+        instance=scope["path"],
+        request_id=context.request_id,
+        title=title,
+        errors=errors,
+    )
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
 def problem(
     request: Request,
     status: int,
@@ -75,18 +100,9 @@ def problem(
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    context = request_context(request.scope)
-    if status in (401, 403, 413, 429):
-        context.note_refusal(detail)
-    body = problem_body(
-        status=status,
-        detail=detail,
-        instance=request.url.path,
-        request_id=context.request_id,
-        title=title,
-        errors=errors,
+    return problem_response(
+        request.scope, status, detail, title=title, errors=errors, headers=headers
     )
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:

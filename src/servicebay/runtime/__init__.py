@@ -1,0 +1,1 @@
+"""The runtime: deployment configs, bundles, scheduling and running (imports only core)."""

@@ -41,6 +41,9 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_ms_per_request: float
+    """The server process's own CPU time per answered request: steadier than req/s when
+    other work shares the machine, and what decides req/s when the server is CPU-bound."""
 
 
 def free_port() -> int:
@@ -90,18 +93,28 @@ def wrk(url: str, *, duration: int, connections: int, headers: dict[str, str]) -
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(target: str, endpoint: str, url: str, args: argparse.Namespace,
-            headers: dict[str, str]) -> Result:  # fmt: skip
+            headers: dict[str, str], pid: int) -> Result:  # fmt: skip
     answer = httpx.get(url, headers=headers, timeout=10)
     if answer.status_code != 200:
         raise SystemExit(f"{target} {url} answered {answer.status_code}: {answer.text}")
     wrk(url, duration=2, connections=args.connections, headers=headers)  # warm up
+    cpu_before = cpu_seconds(pid)
     output = wrk(url, duration=args.duration, connections=args.connections, headers=headers)
+    cpu = cpu_seconds(pid) - cpu_before
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    answered = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     latency = {p: float(v) * UNITS[u] for p, v, u in LATENCY.findall(output)}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return Result(target, endpoint, rps, latency["50"], latency["99"],
-                  int(errors.group(1)) if errors else 0)  # fmt: skip
+                  int(errors.group(1)) if errors else 0,
+                  1000 * cpu / max(answered, 1))  # fmt: skip
 
 
 def main() -> None:
@@ -193,12 +206,16 @@ def main() -> None:
                   f"{processes[1].pid} at {servicebay}, key {analyst_key}", flush=True)  # fmt: skip
             time.sleep(args.hold)
         email = f"user{args.rows // 2}@example.com"
+        base_pid, bay_pid = processes[0].pid, processes[1].pid
         results = [
-            measure("baseline", "get by key", f"{baseline}/customer/{email}", args, {}),
-            measure("servicebay", "get by key", f"{servicebay}/sales/customer/{email}", args, auth),
-            measure("baseline", "filtered list", f"{baseline}/customer?plan=pro&limit=20", args, {}),
+            measure("baseline", "get by key", f"{baseline}/customer/{email}", args, {}, base_pid),
+            measure("servicebay", "get by key", f"{servicebay}/sales/customer/{email}", args,
+                    auth, bay_pid),
+            measure("baseline", "filtered list", f"{baseline}/customer?plan=pro&limit=20", args,
+                    {}, base_pid),
             measure("servicebay", "filtered list",
-                    f"{servicebay}/sales/customer?plan=pro&limit=20&order=id", args, auth),
+                    f"{servicebay}/sales/customer?plan=pro&limit=20&order=id", args, auth,
+                    bay_pid),
         ]  # fmt: skip
         report(results, args)
     finally:
@@ -219,22 +236,25 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
         verdicts.append({
             "endpoint": endpoint, "rps_ratio": round(rps_ratio, 3),
             "p99_ratio": round(p99_ratio, 3),
+            "cpu_ratio": round(ours.cpu_ms_per_request / base.cpu_ms_per_request, 3),
             "meets_target": rps_ratio >= TARGET_RPS_RATIO and p99_ratio <= TARGET_P99_RATIO,
         })  # fmt: skip
     if args.json:
         print(json.dumps({"results": [asdict(r) for r in results], "verdicts": verdicts}, indent=2))
         return
     print(f"{args.connections} connections, {args.duration} s each, one worker per server\n")
-    print(f"{'target':<12}{'endpoint':<16}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    print(f"{'target':<12}{'endpoint':<16}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"
+          f"{'cpu ms/req':>12}")  # fmt: skip
     for r in results:
         print(f"{r.target:<12}{r.endpoint:<16}{r.rps:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}"
-              f"{r.errors:>8}")  # fmt: skip
+              f"{r.errors:>8}{r.cpu_ms_per_request:>12.3f}")  # fmt: skip
     print()
     for verdict in verdicts:
         status = "meets" if verdict["meets_target"] else "MISSES"
         print(f"{verdict['endpoint']:<16} throughput {verdict['rps_ratio']:.2f}x "
               f"(target >= {TARGET_RPS_RATIO}x), p99 {verdict['p99_ratio']:.2f}x "
-              f"(target <= {TARGET_P99_RATIO}x): {status} the target")  # fmt: skip
+              f"(target <= {TARGET_P99_RATIO}x): {status} the target; server CPU per request "
+              f"{verdict['cpu_ratio']:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

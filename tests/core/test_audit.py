@@ -321,7 +321,7 @@ def test_concurrent_writes_share_commits_and_get_contiguous_seqs(database_url: s
     async def scenario() -> tuple[list[int], int, Verification]:
         engine = await migrated_engine(database_url)
         counter = CommitCounter(engine)
-        writer = AuditWriter(session_factory(engine), batch_max=500)
+        writer = AuditWriter(engine, batch_max=500)
         await writer.start()
         try:
             seqs = await asyncio.gather(*(writer.write(record(n)) for n in range(writes)))
@@ -344,7 +344,7 @@ def test_a_batch_never_exceeds_its_maximum(sqlite_url: str) -> None:
     async def scenario() -> tuple[list[int], int]:
         engine = await migrated_engine(sqlite_url)
         counter = CommitCounter(engine)
-        writer = AuditWriter(session_factory(engine), batch_max=7)
+        writer = AuditWriter(engine, batch_max=7)
         await writer.start()
         try:
             seqs = await asyncio.gather(*(writer.write(record(n)) for n in range(50)))
@@ -367,7 +367,7 @@ def test_sqlite_every_write_returns_only_once_its_row_is_readable_elsewhere(
 
     async def scenario() -> list[int]:
         engine = await migrated_engine(sqlite_url)
-        writer = AuditWriter(session_factory(engine), batch_max=500)
+        writer = AuditWriter(engine, batch_max=500)
         await writer.start()
         reader = sqlite3.connect(path)
 
@@ -397,7 +397,7 @@ def test_postgresql_every_write_returns_only_once_its_row_is_readable_elsewhere(
     async def scenario() -> list[int]:
         engine = await migrated_engine(postgres_url)
         other = create_engine(postgres_url)
-        writer = AuditWriter(session_factory(engine), batch_max=500)
+        writer = AuditWriter(engine, batch_max=500)
         await writer.start()
         async with other.connect() as reader:
             reading = asyncio.Lock()
@@ -425,7 +425,7 @@ def test_postgresql_every_write_returns_only_once_its_row_is_readable_elsewhere(
 def test_stopping_the_writer_commits_what_is_queued(sqlite_url: str) -> None:
     async def scenario() -> tuple[list[int], list[int]]:
         engine = await migrated_engine(sqlite_url)
-        writer = AuditWriter(session_factory(engine), batch_max=3)
+        writer = AuditWriter(engine, batch_max=3)
         await writer.start()
         pending = [asyncio.create_task(writer.write(record(n))) for n in range(10)]
         await asyncio.sleep(0)  # every write is queued
@@ -444,7 +444,7 @@ def test_stopping_the_writer_commits_what_is_queued(sqlite_url: str) -> None:
 def test_a_stopped_writer_refuses_to_write(sqlite_url: str) -> None:
     async def scenario() -> None:
         engine = await migrated_engine(sqlite_url)
-        writer = AuditWriter(session_factory(engine), batch_max=10)
+        writer = AuditWriter(engine, batch_max=10)
         try:
             with pytest.raises(RuntimeError, match="not running"):
                 await writer.write(record(1))
@@ -461,8 +461,8 @@ def test_two_writers_on_one_database_keep_one_unbroken_chain(database_url: str) 
     async def scenario() -> tuple[list[int], list[int], Verification]:
         first_engine = await migrated_engine(database_url)
         second_engine = create_engine(database_url)
-        first = AuditWriter(session_factory(first_engine), batch_max=20)
-        second = AuditWriter(session_factory(second_engine), batch_max=20)
+        first = AuditWriter(first_engine, batch_max=20)
+        second = AuditWriter(second_engine, batch_max=20)
         await first.start()
         await second.start()
         try:
@@ -517,7 +517,7 @@ def test_an_event_with_oversized_fields_or_nul_characters_is_stored_and_verifies
 
     async def scenario() -> tuple[list[int], Verification, tuple[Any, ...]]:
         engine = await migrated_engine(database_url)
-        writer = AuditWriter(session_factory(engine), batch_max=500)
+        writer = AuditWriter(engine, batch_max=500)
         await writer.start()
         try:
             seqs = await asyncio.gather(writer.write(odd), writer.write(record(2)))
@@ -549,7 +549,7 @@ def test_an_event_that_cannot_be_recorded_fails_only_its_own_write(database_url:
 
     async def scenario() -> tuple[list[Any], Verification]:
         engine = await migrated_engine(database_url)
-        writer = AuditWriter(session_factory(engine), batch_max=500)
+        writer = AuditWriter(engine, batch_max=500)
         await writer.start()
         try:
             results = await asyncio.gather(

@@ -14,12 +14,12 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, cast
 
 from sqlalchemy import ColumnElement, String, Table, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from servicebay.core.models import ApiKey, AuditEvent, AuditHead, utcnow
 from servicebay.core.pagination import Page, decode_cursor, invalid_cursor, page_of
@@ -82,7 +82,7 @@ def storable(record: AuditRecord) -> dict[str, Any]:
     """The record's fields as every backend stores them: PostgreSQL refuses NUL characters
     and strings longer than their column, and one request's odd path must not fail the
     events batched with it. The hash covers exactly what is stored."""
-    fields = asdict(record)
+    fields = {**vars(record), "detail": dict(record.detail)}
     for name, length in _LENGTHS.items():
         value = fields.get(name)
         if isinstance(value, str):
@@ -90,7 +90,9 @@ def storable(record: AuditRecord) -> dict[str, Any]:
     return fields
 
 
-async def append(session: AsyncSession, records: Sequence[AuditRecord]) -> list[int]:
+async def append(
+    session: AsyncSession | AsyncConnection, records: Sequence[AuditRecord]
+) -> list[int]:
     """Chain and insert `records` in the caller's transaction; returns their seqs.
 
     Writing the head row first (and reading it back in the same statement) takes its
@@ -127,8 +129,11 @@ class _Pending:
 class AuditWriter:
     """Group commit: `write` returns once the event is committed with its batch."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, batch_max: int) -> None:
-        self._sessions = sessions
+    def __init__(self, engine: AsyncEngine, *, batch_max: int) -> None:
+        self._engine = engine
+        # The writer keeps one Core connection between batches: no pool checkout, no
+        # liveness ping, no ORM unit of work on the path every request waits on.
+        self._connection: AsyncConnection | None = None
         self._batch_max = batch_max
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()  # None: stop
         self._task: asyncio.Task[None] | None = None
@@ -144,6 +149,9 @@ class AuditWriter:
         await self._queue.put(None)
         await self._task
         self._task = None
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
 
     @property
     def running(self) -> bool:
@@ -194,14 +202,22 @@ class AuditWriter:
     async def _commit(self, batch: list[_Pending]) -> list[int]:
         records = [pending.record for pending in batch]
         used_keys = self._keys_to_stamp(records)
-        async with self._sessions() as session, session.begin():
-            seqs = await append(session, records)
-            if used_keys:
-                await session.execute(
-                    update(API_KEYS)
-                    .where(API_KEYS.c.id.in_(used_keys))
-                    .values(last_used_at=utcnow())
-                )
+        connection = self._connection or await self._engine.connect()
+        self._connection = None
+        try:
+            async with connection.begin():
+                seqs = await append(connection, records)
+                if used_keys:
+                    await connection.execute(
+                        update(API_KEYS)
+                        .where(API_KEYS.c.id.in_(used_keys))
+                        .values(last_used_at=utcnow())
+                    )
+        except BaseException:
+            await connection.invalidate()  # maybe broken: the next batch opens a new one
+            await connection.close()
+            raise
+        self._connection = connection
         return seqs
 
     def _keys_to_stamp(self, records: list[AuditRecord]) -> set[str]:

@@ -111,7 +111,7 @@ class Instance:
             master_key=master_key,
             authenticator=Authenticator(sessions, ttl=settings.auth_cache_seconds),
             authorizer=Authorizer(sessions, ttl=settings.auth_cache_seconds),
-            audit=audit.AuditWriter(sessions, batch_max=settings.audit_batch_max),
+            audit=audit.AuditWriter(engine, batch_max=settings.audit_batch_max),
         )
         await instance.audit.start()
         return instance

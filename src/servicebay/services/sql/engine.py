@@ -78,3 +78,16 @@ def _sqlite_pragmas(connection: Any, record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.execute("PRAGMA case_sensitive_like = ON")
     cursor.close()
+
+
+def read_engine(engine: AsyncEngine) -> AsyncEngine:
+    """The engine (same pool) for single-statement reads.
+
+    On PostgreSQL they run outside a transaction: a lone SELECT sees one snapshot either
+    way, and the BEGIN and ROLLBACK the driver would wrap it in are two round trips more
+    than the query itself. Other backends keep their default: switching MySQL's
+    autocommit costs a round trip each way, and SQLite's reads are in-process.
+    """
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine

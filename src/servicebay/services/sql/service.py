@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from servicebay.core.errors import ConfigurationError, InvalidInput
 from servicebay.services.base import Permission, ServiceCall, ServiceReply
-from servicebay.services.sql.engine import async_url, create_engine
+from servicebay.services.sql.engine import async_url, create_engine, read_engine
 from servicebay.services.sql.errors import describe
 from servicebay.services.sql.openapi import document
 from servicebay.services.sql.queries import NamedQuery, build_queries
@@ -36,8 +36,11 @@ class SqlService:
         self.engine = engine
         self.tables = tables
         self.queries = queries
+        reads = read_engine(engine)
         self._endpoints = {
-            name: TableEndpoints(spec.name, engine, model, spec.default_limit, spec.max_limit)
+            name: TableEndpoints(
+                spec.name, engine, reads, model, spec.default_limit, spec.max_limit
+            )
             for name, model in tables.items()
         }
 

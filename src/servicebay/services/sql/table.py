@@ -31,6 +31,8 @@ Query = Sequence[tuple[str, str]]
 class TableEndpoints:
     service: str
     engine: AsyncEngine
+    reads: AsyncEngine
+    """`engine`'s pool, for single-statement reads (`engine.read_engine`)."""
     model: TableModel
     default_limit: int
     max_limit: int
@@ -48,7 +50,7 @@ class TableEndpoints:
         if request.after is not None:
             statement = statement.where(pagination.after(request.sorts, request.after))
         with translated(self.service, self.model.table):
-            async with self.engine.connect() as connection:
+            async with self.reads.connect() as connection:
                 rows = (await connection.execute(statement)).mappings().all()
         page = rows[: request.limit]
         following = (
@@ -61,18 +63,19 @@ class TableEndpoints:
     async def get_row(self, key: str, query: Query) -> ServiceReply:
         given, errors = controls(query, ("select",))
         errors += [unknown_parameter(name) for name, _ in query if name != "select"]
-        selected: list[ColumnModel] = []
-        try:
-            selected = parse_select(self.model, given.get("select"))
-        except BadValue as error:
-            errors.append(field_error(["query", "select"], error))
+        selected: list[ColumnModel] | None = None
+        if "select" in given:
+            try:
+                selected = parse_select(self.model, given["select"])
+            except BadValue as error:
+                errors.append(field_error(["query", "select"], error))
         value = self._key(key, errors)
         with translated(self.service, self.model.table):
-            async with self.engine.connect() as connection:
-                if selected:
-                    row = await self._read(connection, self.model.key.column == value, selected)
-                else:
+            async with self.reads.connect() as connection:
+                if selected is None:
                     row = await self._read_by_key(connection, value)
+                else:
+                    row = await self._read(connection, self.model.key.column == value, selected)
         if row is None:
             raise self._missing(key)
         return ServiceReply(200, row)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from servicebay import __version__
-from servicebay.cli import admin, audit, demo, instance, login, secrets, services
+from servicebay.cli import admin, audit, demo, instance, login, new, secrets, services
 from servicebay.cli.client import Target
 
 app = typer.Typer(
@@ -70,6 +70,7 @@ app.add_typer(admin.permissions, name="permissions", rich_help_panel="Administra
 app.add_typer(secrets.secrets, name="secrets", rich_help_panel="Administration")
 app.add_typer(audit.audit, name="audit", rich_help_panel="Administration")
 app.add_typer(services.services, name="services", rich_help_panel="Services")
+app.command(rich_help_panel="Deployments")(new.new)
 
 if __name__ == "__main__":
     app()

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=200, ge=1)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     audit_batch_max: int = Field(default=500, ge=1)
+    templates_dir: Path | None = Field(
+        default=None,
+        description="The organisation's templates for `bay new`, a folder per template; "
+        "`home/templates` when unset.",
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -55,6 +60,10 @@ class Settings(BaseSettings):
     def resolved_database_url_display(self) -> str:
         """The database URL with any password masked, for messages and logs."""
         return make_url(self.resolved_database_url).render_as_string(hide_password=True)
+
+    @property
+    def resolved_templates_dir(self) -> Path:
+        return self.templates_dir or self.home / "templates"
 
     @property
     def master_key_path(self) -> Path:

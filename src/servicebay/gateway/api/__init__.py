@@ -6,8 +6,8 @@ Each module's router carries the full prefix, so a route knows its whole path te
 
 from fastapi import APIRouter
 
-from servicebay.gateway.api import audit, grants, keys, me, secrets, services, users
+from servicebay.gateway.api import audit, grants, keys, me, secrets, services, templates, users
 
 router = APIRouter()
-for module in (me, users, keys, grants, secrets, services, audit):
+for module in (me, users, keys, grants, secrets, services, templates, audit):
     router.include_router(module.router)

@@ -1,0 +1,7 @@
+"""Prints `sleeper <pid>` and sleeps."""
+
+import os
+import time
+
+print(f"sleeper {os.getpid()}")
+time.sleep(600)

@@ -114,8 +114,8 @@ class ValueType:
         SQLite hands back whatever was stored, whatever the declared type: a value that
         does not fit its column's kind is shown as it is rather than refused.
         """
-        if value is None:
-            return None
+        if value is None or (self.kind in _AS_READ and type(value) in (int, str)):
+            return value  # the common case, answered before the checks below
         if self.kind is Kind.BOOLEAN and type(value) is int and value in (0, 1):
             return bool(value)
         if self.kind is Kind.DECIMAL and isinstance(value, int | float | Decimal | str):
@@ -128,6 +128,10 @@ class ValueType:
             except ValueError:
                 return value if isinstance(value, str) else plain_json(value)
         return plain_json(value)
+
+
+_AS_READ = frozenset({Kind.INTEGER, Kind.STRING})
+"""Kinds whose ints and strings are shown exactly as read (what `plain_json` would do)."""
 
 
 def plain_json(value: Any) -> Any:

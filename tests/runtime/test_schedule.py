@@ -18,6 +18,7 @@ from servicebay.runtime.schedule import (
     ScheduleError,
     parse_cron,
     plan_firings,
+    time_zone,
 )
 
 
@@ -207,8 +208,9 @@ def test_nth_weekday_of_the_month() -> None:
     [
         ("0 9 * * 5", "at 09:00 on Friday (America/New_York)"),
         ("30 7 * * MON-FRI", "at 07:30 on Monday, Tuesday, Wednesday, Thursday, Friday"),
-        ("*/15 * * * *", "every 15 minutes every day"),
-        ("@hourly", "every hour on the hour every day"),
+        ("*/15 * * * *", "every 15 minutes (America/New_York)"),
+        ("@hourly", "every hour on the hour (America/New_York)"),
+        ("* * * * SUN", "every minute on Sunday"),
         ("0 0 L * *", "at 00:00 on the last day of the month"),
         ("0 6 1,15 JAN *", "at 06:00 on days 1, 15 of the month in January"),
         ("0 9-17 * * MON-FRI", "on cron schedule '0 9-17 * * MON-FRI' (America/New_York)"),
@@ -245,6 +247,12 @@ def test_an_unknown_time_zone_suggests_close_names(given: str, suggested: str) -
 def test_a_time_zone_with_nothing_close_lists_examples() -> None:
     with pytest.raises(ScheduleError, match="IANA time zone name such as 'UTC'"):
         parse_cron("0 9 * * 5", "Mars/Olympus_Mons")
+
+
+def test_a_time_zone_is_checked_on_its_own_too() -> None:
+    assert time_zone("Europe/London") == ZoneInfo("Europe/London")
+    with pytest.raises(ScheduleError, match="Did you mean 'Europe/London'"):
+        time_zone("Europe/Londn")
 
 
 def test_due_times_follow_the_zone_and_are_utc() -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import calendar
 import difflib
 import heapq
+import math
 import re
 import zoneinfo
 from collections.abc import Callable, Iterator
@@ -261,7 +262,7 @@ def _timezone_names() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
 
-def _zone(name: str) -> zoneinfo.ZoneInfo:
+def time_zone(name: str) -> zoneinfo.ZoneInfo:
     """The IANA zone `name`; an unknown one is a ScheduleError suggesting close names."""
     names = _timezone_names()
     if name in names:
@@ -307,7 +308,7 @@ def parse_cron(expression: str, timezone: str = "UTC") -> CronSchedule:
             expression=text,
             fix="Pick a day that every chosen month has, or 'L' for the last day of the month.",
         )
-    return CronSchedule(text, timezone, _zone(timezone), " ".join(five), fields)
+    return CronSchedule(text, timezone, time_zone(timezone), " ".join(five), fields)
 
 
 def _field_error(text: str, five: list[str], problems: list[FieldProblem]) -> ScheduleError:
@@ -355,7 +356,12 @@ class CronSchedule:
 
     def next_after(self, instant: datetime) -> datetime:
         """The first due time strictly after `instant` (aware), in UTC."""
-        return next(self._forward(instant))
+        for due in self._forward(instant):
+            return due
+        raise ScheduleError(
+            f"{self.expression!r} has no due time after {instant.isoformat()}: the calendar "
+            "ends in year 9999."
+        )
 
     def due_between(self, after: datetime, until: datetime) -> Iterator[datetime]:
         """Due times in (`after`, `until`], increasing, in UTC."""
@@ -421,31 +427,33 @@ class CronSchedule:
         last: float | None = None
         while True:
             try:
-                wall = step()
+                wall: datetime | None = step()
             except (OverflowError, ValueError):  # the calendar ends (years 1 and 9999)
-                break
-            first, second = self._instants_of(wall)
-            if first > second:
-                instants = [self._gap_end(second, first)]
-                latest = instants[0]
+                wall = None
+            if wall is None:
+                horizon = math.inf
             else:
-                instants = [first, second] if first < second and self.every_hour else [first]
-                latest = second
-            for instant in instants:
-                heapq.heappush(pending, instant * sign)
-            # Later wall times never map before this one's first instant; earlier ones
-            # never after its last (with or without a repeated hour's second pass).
-            horizon = (instants[0] if forward else latest) * sign
+                first, second = self._instants_of(wall)
+                if first > second:
+                    instants = [self._gap_end(second, first)]
+                    latest = instants[0]
+                else:
+                    both = first < second and self.every_hour
+                    instants = [first, second] if both else [first]
+                    latest = second
+                for instant in instants:
+                    heapq.heappush(pending, instant * sign)
+                # Later wall times never map before this one's first instant; earlier
+                # ones never after its last (with or without a repeated hour's second
+                # pass).
+                horizon = (instants[0] if forward else latest) * sign
             while pending and pending[0] <= horizon:
                 due = heapq.heappop(pending) * sign
                 if due != last:
                     last = due
                     yield due
-        while pending:
-            due = heapq.heappop(pending) * sign
-            if due != last:
-                last = due
-                yield due
+            if wall is None:
+                return
 
     def _gap_end(self, earlier: float, later: float) -> float:
         """The instant the clock jumps forward, between two readings of a gap wall time."""
@@ -473,7 +481,8 @@ def _describe(fields: tuple[_Field, ...]) -> str | None:
     month = fields[_MONTH]
     if time is None or days is None or month.values is None:
         return None
-    parts = [time, days]
+    periodic = time.startswith("every") and days == "every day"
+    parts = [time] if periodic else [time, days]
     if not month.every:
         parts.append("in " + _words(_MONTH_WORDS, month.values, offset=1))
     return " ".join(p for p in parts if p)

@@ -19,7 +19,9 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -157,3 +159,89 @@ class ServiceRecord(Base):
     created_by: Mapped[str] = mapped_column(String(320))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Deployment(Base):
+    """A named deployment folder (`cron`, `webhook`, `server` or `service` kind), owned by
+    whoever first deployed it; each deploy adds a version, one of which is active."""
+
+    __tablename__ = "deployments"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    active_version: Mapped[int | None]
+    failing: Mapped[bool] = mapped_column(Boolean, default=False)
+    """In a failure streak: its owner was alerted once and hears again on recovery."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeploymentVersion(Base):
+    """One deploy of a deployment: its parsed config, its bundle, and its build."""
+
+    __tablename__ = "deployment_versions"
+    __table_args__ = (UniqueConstraint("deployment_id", "version"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    bundle_digest: Mapped[str] = mapped_column(String(64))
+    requirements_digest: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    """building, ready or failed."""
+    build_log: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class Run(Base):
+    """One execution of a deployment's script.
+
+    A scheduled run carries its `due_at`, unique per deployment: two schedulers that
+    both find a time due insert one run between them, so each due time fires once.
+    """
+
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("deployment_id", "due_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    trigger: Mapped[str] = mapped_column(String(16))
+    """schedule, webhook, manual or retry."""
+    due_at: Mapped[datetime | None]
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    """queued, running, succeeded, failed, timed_out, cancelled or skipped."""
+    actor: Mapped[str | None] = mapped_column(String(320))
+    input: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    exit_code: Mapped[int | None]
+    reason: Mapped[str | None] = mapped_column(String(2000))
+    """Why it ended as it did, in words: "exit code 1", "timed out after 600 s"..."""
+    worker: Mapped[str | None] = mapped_column(String(128))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    log_bytes: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
+    log_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class RunLogChunk(Base):
+    """A run's log, appended in chunks while it runs, so that any node can stream it."""
+
+    __tablename__ = "run_log_chunks"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = mapped_column(Text)

@@ -51,6 +51,16 @@ class Settings(BaseSettings):
         description="The organisation's templates for `bay new`, a folder per template; "
         "`home/templates` when unset.",
     )
+    domain: str | None = Field(
+        default=None,
+        description="Webhooks and apps are also served at `{name}.{domain}` (e.g. `bay.corp`).",
+    )
+    workers: int = Field(default=4, ge=1, le=256, description="Runs a worker node runs at once.")
+    run_log_max_bytes: int = Field(
+        default=5 * 1024 * 1024,
+        ge=1024,
+        description="A run's log is kept up to this size; the rest is dropped with a note.",
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -485,7 +486,7 @@ def test_a_problem_renders_like_a_compiler_message() -> None:
 # Folders
 
 
-def make_folder(folder: Path, files: dict[str, str | bytes]) -> Path:
+def make_folder(folder: Path, files: Mapping[str, str | bytes]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
         path = folder / name
@@ -617,7 +618,9 @@ def test_a_folder_without_python_files_is_told_to_create_the_script(tmp_path: Pa
 
 
 def test_a_config_file_that_is_not_utf8_is_pointed_at(tmp_path: Path) -> None:
-    bad = {"cron.json": b'{"cron_frequency": "@daily",\n "script_to_run": "caf\xe9.py"}'}
+    bad: dict[str, str | bytes] = {
+        "cron.json": b'{"cron_frequency": "@daily",\n "script_to_run": "caf\xe9.py"}'
+    }
     (problem,) = check_folder(make_folder(tmp_path / "job", CRON_FOLDER | bad)).problems
     assert str(problem) == (
         "cron.json:2:23: is not UTF-8 text (fix: save the file as UTF-8 in your editor)"
@@ -670,6 +673,15 @@ def test_the_schemas_accept_the_design_examples(file: str) -> None:
     assert validator.is_valid(jsonc.loads(DESIGN_EXAMPLES[file]))
     assert validator.is_valid(MINIMAL[file])
     assert not validator.is_valid(MINIMAL[file] | {"colour": "blue"})
+
+
+def test_a_schema_key_for_editors_is_allowed_and_ignored() -> None:
+    url = "https://example.com/docs/schemas/cron.schema.json"
+    document = {"$schema": url} | MINIMAL["cron.json"]
+    assert parse_config("cron", json.dumps(document), "cron.json") == CronConfig.model_validate(
+        MINIMAL["cron.json"]
+    )
+    assert jsonschema_rs.validator_for(json_schema("cron.json")).is_valid(document)
 
 
 def test_the_service_schema_leaves_other_kinds_keys_to_their_kind() -> None:

@@ -42,7 +42,7 @@ from servicebay.core.errors import InvalidInput
 from servicebay.core.grants import EMAIL, MAX_EMAIL_LENGTH, NAME
 from servicebay.core.secret_store import SECRET_NAME
 from servicebay.runtime.bundle import BundleError, list_files
-from servicebay.runtime.schedule import CronSchedule, ScheduleError, parse_cron
+from servicebay.runtime.schedule import CronSchedule, ScheduleError, parse_cron, time_zone
 
 DeploymentKind = Literal["cron", "webhook", "server", "service"]
 CONFIG_FILES: dict[str, DeploymentKind] = {
@@ -57,6 +57,8 @@ DEPLOYMENT_NAME = re.compile(rf"^{NAME}$")
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
 RESERVED_ENV = frozenset({"INTERNAL_API_KEY", "PORT"})
 """Set by the platform for every script, with every name starting `BAY_`."""
+EDITOR_SCHEMA_KEY = "$schema"
+"""Accepted and ignored at the top of any config file: it tells an editor the schema."""
 MAX_SYNC_TIMEOUT = 300
 """A sync webhook's caller waits on an open HTTP request; longer work goes async."""
 
@@ -120,11 +122,10 @@ def _fail(
 def _deployment_name(name: str) -> str:
     if not DEPLOYMENT_NAME.fullmatch(name):
         better = re.sub(r"[^a-z0-9_-]+", "_", name.lower()).strip("_-")
-        better = better if better[:1].isalpha() else f"x{better}"[:63]
+        better = (better if better[:1].isalpha() else f"x{better}")[:63]
         raise _fail(
             f"{name!r} cannot be a name: it becomes a URL",
-            f"use lowercase letters, digits, '_' or '-', starting with a letter, "
-            f"e.g. {better[:63]!r}",
+            f"use lowercase letters, digits, '_' or '-', starting with a letter, e.g. {better!r}",
         )
     return name
 
@@ -322,24 +323,28 @@ class CronConfig(_Model):
     @field_validator("cron_frequency")
     @classmethod
     def _expression_is_valid(cls, expression: str) -> str:
-        _schedule(expression, "UTC")  # a field's meaning does not depend on the zone
+        try:
+            parse_cron(expression)  # which times match does not depend on the zone
+        except ScheduleError as error:
+            raise _schedule_problem(error) from None
         return expression
 
     @field_validator("timezone")
     @classmethod
     def _zone_is_known(cls, timezone: str) -> str:
-        _schedule("@daily", timezone)  # any valid expression: only the zone is in question
+        try:
+            time_zone(timezone)
+        except ScheduleError as error:
+            raise _schedule_problem(error) from None
         return timezone
 
     def schedule(self) -> CronSchedule:
         return parse_cron(self.cron_frequency, self.timezone)
 
 
-def _schedule(expression: str, timezone: str) -> None:
-    try:
-        parse_cron(expression, timezone)
-    except ScheduleError as error:
-        raise _fail(str(error).removesuffix(error.fix).strip(), error.fix) from None
+def _schedule_problem(error: ScheduleError) -> PydanticCustomError:
+    """The schedule's own words, its message and its fix kept apart."""
+    return _fail(str(error).removesuffix(error.fix).strip(), error.fix)
 
 
 class WebhookConfig(_Model):
@@ -375,7 +380,6 @@ class WebhookConfig(_Model):
         default=30,
         ge=1,
         le=86_400,
-        validate_default=True,
         description=f"A run still going after this long is stopped; at most "
         f"{MAX_SYNC_TIMEOUT} in sync mode.",
     )
@@ -843,8 +847,9 @@ def _read_text(path: Path) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
+        line_start = raw.rfind(b"\n", 0, error.start) + 1
         line = raw.count(b"\n", 0, error.start) + 1
-        column = error.start - raw.rfind(b"\n", 0, error.start)
+        column = len(raw[line_start : error.start].decode("utf-8", "replace")) + 1
         raise _Unreadable(
             "is not UTF-8 text", "save the file as UTF-8 in your editor", line, column
         ) from None
@@ -901,6 +906,8 @@ def _known_keys(
     problems: list[Problem] = []
     for key, value in document.items():
         name = spellings.get(key)
+        if key == EDITOR_SCHEMA_KEY:
+            continue
         if name is None and forbid:
             problems.append(_unknown_key(source, key, spellings, located.at((key,), key=True)))
         elif name is not None and name in first:
@@ -1345,6 +1352,10 @@ def json_schema(filename: str) -> dict[str, Any]:
             properties[spelling] = properties[name] | {
                 "description": f"Same as {name}: {properties[name].get('description', '')}"
             }
+    properties[EDITOR_SCHEMA_KEY] = {
+        "type": "string",
+        "description": "Where an editor finds this schema; ServiceBay ignores it.",
+    }
     required = schema.pop("required", [])
     plain = [name for name in required if list(spellings.values()).count(name) == 1]
     if plain:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from servicebay.core import jsonc
+from servicebay.runtime.config import check_folder
 from servicebay.services.kinds import parse_spec
 from tests.cli.cli_support import BAY, Bay, assert_clean_failure
 
@@ -176,17 +177,32 @@ def test_the_webhook_scaffold_answers_through_the_sdk(offline: Bay, tmp_path: Pa
     assert "webhook_response.send_response(data=" in script
 
 
+@pytest.mark.parametrize("kind", sorted(BUILTIN_FILES))
+def test_each_builtin_scaffold_is_a_deployable_folder(
+    offline: Bay, tmp_path: Path, kind: str
+) -> None:
+    folder = tmp_path / kind
+
+    created(offline("new", kind, f"new-{kind}", "--dir", str(folder), "--json"))
+
+    check = check_folder(folder)
+    assert check.ok, [str(problem) for problem in check.problems]
+    assert check.kind == kind
+
+
 def test_the_service_scaffold_registered_as_its_readme_says_serves_the_table(
     bay: Bay, server: Any, tmp_path: Path, sales_db: Path
 ) -> None:
     name = f"shop-{secrets.token_hex(3)}"
     folder = tmp_path / name
-    created(bay("new", "service", name, "--dir", str(folder), "--json"))
+    scaffolded = bay("new", "service", name, "--dir", str(folder))
     document = jsonc.load(folder / "service.json")
     readme = (folder / "README.md").read_text()
     secret = document["secret"]
     assert parse_spec(document).name == name
     assert f"bay secrets set {secret} --allow service:{name}" in readme
+    assert f"bay secrets set {secret} --allow service:{name}" in scaffolded.stdout
+    assert f"bay services register {folder}" in scaffolded.stdout
 
     stored = bay(
         "secrets", "set", secret, "--allow", f"service:{name}", input=f"sqlite:///{sales_db}"
@@ -333,6 +349,7 @@ def test_an_organisation_template_renders_with_params(
     )
     assert (folder / "data/regions.csv").read_text() == DIGEST_FILES["data/regions.csv"]
     assert not (folder / "template.json").exists()
+    assert check_folder(folder).ok
 
 
 def test_an_organisation_template_asks_for_its_parameters_at_a_terminal(

@@ -18,12 +18,12 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.text import Text
 
-from servicebay.cli.admin import JsonFlag
 from servicebay.cli.client import Api, api_path, resolve_key, resolve_url, target_of
 from servicebay.cli.output import Column, console, errors, fail, print_json, print_table, success
+from servicebay.core import jsonc
 from servicebay.services.spec import RESERVED_NAMES
 from servicebay.templates import catalog, render
-from servicebay.templates.catalog import Template
+from servicebay.templates.catalog import Template, TemplateFile
 from servicebay.templates.manifest import Manifest, TemplateError
 
 KINDS = ("cron", "webhook", "service", "server", "dashboard")
@@ -98,7 +98,13 @@ def new(
     list_templates: Annotated[
         bool, typer.Option("--list", help="List the kinds and the organisation's templates.")
     ] = False,
-    as_json: JsonFlag = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help='Print {"path", "kind", "files"} for scripts (with --list: the templates).',
+        ),
+    ] = False,
 ) -> None:
     """Scaffold a deployment folder: its config file, a script in three steps (pull
     through the services, analyse, output), README.md and requirements.txt.
@@ -153,7 +159,7 @@ def new(
         console.print(Text(f"  {folder / path}"))
     console.print()
     console.print(Text("Next:", style="bold"))
-    for number, step in enumerate(_next_steps(kind, name, folder), start=1):
+    for number, step in enumerate(_next_steps(kind, name, folder, files), start=1):
         console.print(Text(f"  {number}. {step}"))
 
 
@@ -252,12 +258,13 @@ def _ask(manifest: Manifest, key: str) -> str:
         errors.print(Text(f"  {problem}; try again.", style="yellow"))
 
 
-def _next_steps(kind: str, name: str, folder: Path) -> list[str]:
+def _next_steps(kind: str, name: str, folder: Path, files: list[TemplateFile]) -> list[str]:
     if kind == "service":
+        secret = _named_secret(files) or "SECRET"
         return [
             f"Edit {folder / 'service.json'}: your tables (README.md says what each step does).",
-            f"bay secrets set SECRET --allow service:{name}   "
-            "stores the database URL the document names (admin)",
+            f"bay secrets set {secret} --allow service:{name}   "
+            "stores the database's URL, read from stdin (admin)",
             f"bay services register {folder}   serves it at /{name}/... (admin)",
             f"bay grant team:TEAM service:{name}/TABLE read   lets people call it",
         ]
@@ -266,6 +273,19 @@ def _next_steps(kind: str, name: str, folder: Path) -> list[str]:
         f"cd {folder} && bay run . --local   runs it once, now, with your own key",
         "bay deploy   from that folder: validates, uploads and starts it",
     ]
+
+
+def _named_secret(files: list[TemplateFile]) -> str | None:
+    """The secret the new service.json names, to show the exact `bay secrets set`."""
+    document = next((file for file in files if file.path.as_posix() == "service.json"), None)
+    if document is None:
+        return None
+    try:
+        parsed = jsonc.loads(document.data.decode("utf-8-sig"))
+    except ValueError:  # a template's own service.json may be anything; bay deploy says so
+        return None
+    secret = parsed.get("secret") if isinstance(parsed, dict) else None
+    return secret if isinstance(secret, str) else None
 
 
 def _list(ctx: typer.Context, as_json: bool) -> None:

@@ -145,6 +145,21 @@ def test_a_link_out_of_the_folder_is_refused(job: Path, target: str) -> None:
     assert "add sneaky.py to .bayignore" in str(raised.value)
 
 
+def test_a_linked_folder_that_is_ignored_is_no_problem(job: Path, tmp_path: Path) -> None:
+    """A `.venv` or `node_modules` linked from elsewhere is left out like a real one."""
+    (tmp_path / "shared-env").mkdir()
+    (job / ".venv").symlink_to(tmp_path / "shared-env")
+    (job / "data").symlink_to(tmp_path / "shared-env")
+    (job / ".bayignore").write_text("data/\n")
+    assert build_bundle(job).files == [
+        ".bayignore",
+        "README.md",
+        "cron.json",
+        "lib/helpers.py",
+        "main.py",
+    ]
+
+
 def test_a_dangling_link_is_refused(job: Path) -> None:
     (job / "gone.py").symlink_to("deleted.py")
     with pytest.raises(BundleError, match=r"gone\.py links to deleted\.py, which does not exist"):

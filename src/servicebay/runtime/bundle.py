@@ -81,9 +81,11 @@ def list_files(folder: Path) -> list[str]:
         kept = []
         for name in sorted(subdirectories):
             relative = (base / name).as_posix()
+            if rules.match_file(relative + "/"):
+                continue
             if (root / relative).is_symlink():
                 names.append(name)  # a link is an entry of its own, never walked into
-            elif not rules.match_file(relative + "/"):
+            else:
                 kept.append(name)
         subdirectories[:] = kept
         for name in names:

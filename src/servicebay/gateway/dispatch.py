@@ -149,6 +149,8 @@ def _segments(scope: Scope) -> tuple[str, ...]:
 
 
 async def _json_body(request: Request) -> Any:
+    if request.method in ("GET", "HEAD") and not _has_body(request):
+        return None
     raw = await request.body()
     if not raw.strip():
         return None
@@ -164,3 +166,8 @@ async def _json_body(request: Request) -> Any:
             f"the body is not valid JSON ({where})",
             errors=[{"loc": ["body"], "msg": "invalid JSON", "type": "json_invalid"}],
         ) from None
+
+
+def _has_body(request: Request) -> bool:
+    headers = request.headers
+    return "transfer-encoding" in headers or headers.get("content-length", "0") != "0"

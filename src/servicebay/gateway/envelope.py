@@ -13,6 +13,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -147,12 +148,12 @@ class _Exchange:
         }
         return start, {"type": "http.response.body", "body": payload}
 
-    @property
+    @cached_property  # read once the app has routed the request, when its answer starts
     def route(self) -> str:
         route = self.scope.get("route")  # FastAPI's, or the template of a plain-ASGI route
         return str(getattr(route, "path_format", None) or self.scope.get("route_path", "unmatched"))
 
-    @property
+    @cached_property
     def target(self) -> str:
         return redact_target(
             self.scope["path"], self.scope.get("query_string", b"").decode("latin-1")

@@ -3,12 +3,17 @@ or from one of the organisation's templates (fetched from a real server)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
 import secrets
 import select
 import subprocess
+import tarfile
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +68,53 @@ def member(bay: Bay, server: Any) -> Bay:
     """`bay` as a user without admin rights: templates are for every authenticated user."""
     _, key = server.new_user()
     return bay.as_(key)
+
+
+class BundleServer(ThreadingHTTPServer):
+    """Answers every request with one tar.gz: what an impostor posing as the instance (or a
+    compromised one) could send. The real server cannot be made to send such bundles."""
+
+    bundle = b""
+
+
+class _SendBundle(BaseHTTPRequestHandler):
+    server: BundleServer
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/gzip")
+        self.send_header("Content-Length", str(len(self.server.bundle)))
+        self.end_headers()
+        self.wfile.write(self.server.bundle)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the test reads what `bay` says, not the fake's access log."""
+
+
+@pytest.fixture
+def impostor(config_home: Path) -> Iterator[tuple[BundleServer, Bay]]:
+    """A fake instance on loopback, and `bay` pointed at it with some key."""
+    fake = BundleServer(("127.0.0.1", 0), _SendBundle)
+    thread = threading.Thread(target=fake.serve_forever, daemon=True)
+    thread.start()
+    yield fake, Bay(f"http://127.0.0.1:{fake.server_address[1]}", "bay_any", config_home)
+    fake.shutdown()
+    fake.server_close()
+
+
+def tarball(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for member, data in members:
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def link(name: str, target: str) -> tuple[tarfile.TarInfo, bytes]:
+    member = tarfile.TarInfo(name)
+    member.type, member.linkname = tarfile.SYMTYPE, target
+    return member, b""
 
 
 def write_template(root: Path, manifest: dict[str, Any] | str, files: dict[str, str]) -> str:
@@ -506,3 +558,55 @@ def test_organisation_templates_need_a_key(offline: Bay, tmp_path: Path) -> None
     assert_clean_failure(result)
     assert "no API key is set" in result.stderr
     assert "bay login" in result.stderr
+
+
+def test_a_template_cannot_reach_out_of_the_jinja2_sandbox(
+    member: Bay, templates_dir: Path, tmp_path: Path
+) -> None:
+    files = {"README.md.j2": "{{ name.__class__.__mro__[1].__subclasses__() }}\n"}
+    template = write_template(templates_dir, {"kind": "cron", "description": "x"}, files)
+    folder = tmp_path / "escape"
+
+    result = member("new", "cron", "escape", "--template", template, "--dir", str(folder))
+
+    assert_clean_failure(result)
+    assert f"{template}/README.md.j2, line 1: access to attribute '__class__'" in result.stderr
+    assert "unsafe" in result.stderr
+    assert not folder.exists()
+
+
+MANIFEST_MEMBER = (tarfile.TarInfo("template.json"), b'{"kind": "cron", "description": "x"}')
+
+
+@pytest.mark.parametrize(
+    ("bundle", "message"),
+    [
+        (
+            tarball(MANIFEST_MEMBER, (tarfile.TarInfo("../escape.txt"), b"out")),
+            "holds '../escape.txt', which is not a file inside the template",
+        ),
+        (
+            tarball(MANIFEST_MEMBER, (tarfile.TarInfo("/var/escape.txt"), b"out")),
+            "holds '/var/escape.txt', which is not a file inside the template",
+        ),
+        (
+            tarball(MANIFEST_MEMBER, link("passwd.j2", "/etc/passwd")),
+            "holds 'passwd.j2', which is not a file inside the template",
+        ),
+        (b"<html>not a bundle</html>", "is not a readable tar.gz"),
+        (tarball((tarfile.TarInfo("README.md"), b"# no manifest\n")), "has no template.json"),
+    ],
+)
+def test_a_bundle_that_is_not_a_plain_template_is_refused(
+    impostor: tuple[BundleServer, Bay], tmp_path: Path, bundle: bytes, message: str
+) -> None:
+    fake, bay_at_fake = impostor
+    fake.bundle = bundle
+    folder = tmp_path / "target" / "job"
+
+    result = bay_at_fake("new", "cron", "job", "--template", "evil", "--dir", str(folder))
+
+    assert_clean_failure(result)
+    assert message in result.stderr
+    assert not (tmp_path / "target").exists()
+    assert not (tmp_path / "escape.txt").exists()

@@ -13,6 +13,7 @@ import gzip
 import io
 import os
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -173,7 +174,7 @@ def unpack(name: str, data: bytes) -> Template:
                 extracted = archive.extractfile(member)
                 assert extracted is not None  # a regular file always has contents
                 files.append(TemplateFile(path, extracted.read(), bool(member.mode & 0o111)))
-    except (tarfile.TarError, EOFError, OSError) as error:
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
         raise TemplateError(
             f"the bundle of template {name!r} is not a readable tar.gz ({error})",
             "try again; if it persists, the server is not serving templates correctly",

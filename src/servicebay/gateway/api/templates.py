@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response
 
 from servicebay.core.errors import Conflict, NotFound
-from servicebay.gateway.api.common import API, listing
+from servicebay.gateway.api.common import API
 from servicebay.gateway.auth import Caller, get_instance
 from servicebay.gateway.schemas import Page
 from servicebay.templates import catalog
@@ -35,7 +35,7 @@ async def list_templates(request: Request, caller: Caller) -> Page[TemplateInfo]
     manifest never hides the others."""
     folder = get_instance(request).settings.resolved_templates_dir
     found = await asyncio.to_thread(catalog.list_templates, folder)
-    return listing(found, lambda info: info)
+    return Page[TemplateInfo](data=found, next=None)
 
 
 @router.get(

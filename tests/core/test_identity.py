@@ -6,6 +6,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import event
 
 from servicebay.core import identity
 from servicebay.core.access import Authenticator
@@ -81,6 +82,65 @@ def test_keys_stop_working_when_revoked_expired_or_their_user_disabled(sqlite_ur
                     await identity.create_key(session, user, name="new", expires_in_days=None)
             with pytest.raises(NotAuthenticated, match="disabled"):
                 await authenticator.authenticate(working.secret)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_a_key_is_looked_up_once_however_many_requests_find_it_uncached(
+    sqlite_url: str,
+) -> None:
+    async def scenario() -> None:
+        engine = await migrated_engine(sqlite_url)
+        sessions = session_factory(engine)
+        lookups: list[str] = []
+
+        def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+            if "FROM api_keys" in statement:
+                lookups.append(statement)
+
+        try:
+            async with sessions() as session, session.begin():
+                ann = await identity.create_user(
+                    session, email="ann@example.com", name="Ann", teams=[], admin=False
+                )
+                key = await identity.create_key(session, ann, name="k", expires_in_days=None)
+            event.listen(engine.sync_engine, "before_cursor_execute", count)
+            authenticator = Authenticator(sessions, ttl=60)
+
+            principals = await asyncio.gather(
+                *(authenticator.authenticate(key.secret) for _ in range(50))
+            )
+
+            assert {principal.email for principal in principals} == {"ann@example.com"}
+            assert len(lookups) == 1
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_forgetting_makes_the_next_request_see_a_revocation_at_once(sqlite_url: str) -> None:
+    async def scenario() -> None:
+        engine = await migrated_engine(sqlite_url)
+        sessions = session_factory(engine)
+        try:
+            async with sessions() as session, session.begin():
+                ann = await identity.create_user(
+                    session, email="ann@example.com", name="Ann", teams=[], admin=False
+                )
+                key = await identity.create_key(session, ann, name="k", expires_in_days=None)
+            authenticator = Authenticator(sessions, ttl=60)
+            assert (await authenticator.authenticate(key.secret)).email == "ann@example.com"
+
+            async with sessions() as session, session.begin():
+                record, _ = await identity.get_key(session, key.record.id)
+                await identity.revoke_key(session, record)
+            authenticator.forget()
+
+            with pytest.raises(NotAuthenticated, match="revoked"):
+                await authenticator.authenticate(key.secret)
         finally:
             await engine.dispose()
 

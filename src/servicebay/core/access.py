@@ -53,6 +53,9 @@ class Authenticator:
         self._ttl = ttl
         self._max_entries = max_entries
         self._cache: OrderedDict[str, tuple[float, _KeyEntry]] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[_KeyEntry]] = {}
+        self._generation = 0
+        """Bumped by `forget`: a lookup begun before it must not refill the cache."""
 
     async def authenticate(self, raw_key: str) -> Principal:
         if not is_well_formed_api_key(raw_key):
@@ -60,7 +63,7 @@ class Authenticator:
                 "the API key is malformed: keys look like bay_ and 43 characters"
             )
         digest = hash_api_key(raw_key)
-        entry = self._cached(digest) or await self._load(digest)
+        entry = self._cached(digest) or await self._load_once(digest)
         if entry.refusal is not None:
             raise NotAuthenticated(entry.refusal)
         if entry.expires_at is not None and entry.expires_at <= utcnow():
@@ -70,7 +73,23 @@ class Authenticator:
 
     def forget(self) -> None:
         """Drop every cached lookup: this node just changed a key or a user."""
+        self._generation += 1
         self._cache.clear()
+        self._loading.clear()
+
+    async def _load_once(self, digest: str) -> _KeyEntry:
+        """One database lookup per key at a time: when an entry expires under load, the
+        requests that find it stale wait for one query instead of each sending their own."""
+        pending = self._loading.get(digest)
+        if pending is None:
+            pending = asyncio.ensure_future(self._load(digest))
+            self._loading[digest] = pending
+            pending.add_done_callback(lambda done: self._finished(digest, done))
+        return await asyncio.shield(pending)
+
+    def _finished(self, digest: str, done: asyncio.Future[_KeyEntry]) -> None:
+        if self._loading.get(digest) is done:
+            del self._loading[digest]
 
     def _cached(self, digest: str) -> _KeyEntry | None:
         hit = self._cache.get(digest)
@@ -79,6 +98,7 @@ class Authenticator:
         return hit[1]
 
     async def _load(self, digest: str) -> _KeyEntry:
+        generation = self._generation
         async with self._sessions() as session:
             row = (
                 await session.execute(
@@ -96,6 +116,8 @@ class Authenticator:
                 user.id, user.email, user.name, tuple(user.teams), user.admin, key.id
             )
             entry = _KeyEntry(None if refusal else principal, refusal, key.expires_at)
+        if generation != self._generation:
+            return entry  # forgotten while it loaded: answer this caller, cache nothing
         self._cache[digest] = (time.monotonic() + self._ttl, entry)
         self._cache.move_to_end(digest)
         while len(self._cache) > self._max_entries:

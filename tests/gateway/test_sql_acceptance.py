@@ -666,6 +666,10 @@ def test_an_operation_the_table_does_not_offer_is_refused_to_everyone_and_audite
     audited = find_event(admin, request_id, actor=email)
     assert (audited["outcome"], audited["status"]) == ("denied", 403)
     assert audited["path"] == sales.path("events")
+    assert (audited["action"], audited["resource"]) == (
+        "service.create",
+        f"service:{sales.name}/events",
+    )
     assert "does not allow create" in audited["detail"]["reason"]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from servicebay.core.errors import Forbidden, MethodNotAllowed, NotFound
+from servicebay.core.errors import MethodNotAllowed, NotFound
 from servicebay.services.base import Permission, ServiceCall
 from servicebay.services.sql.queries import NamedQuery
 from servicebay.services.sql.schema import TableModel
@@ -22,6 +22,9 @@ class Route:
     key: str | None = None
     """The item's key as given in the path, for `/{table}/{key}`."""
     query: NamedQuery | None = None
+    refusal: str | None = None
+    """Why the service's own spec refuses the call. Refused in `handle`, after the grant
+    check: the attempt is audited under the resource it was for, like any refusal."""
 
 
 def route(
@@ -47,7 +50,8 @@ def route(
     if action is None:
         allowed = [name for name, needs in actions.items() if needs in table.operations]
         raise MethodNotAllowed(f"{method} is not allowed on {where}", allow=allowed)
+    refusal = None
     if action not in table.operations:
-        raise Forbidden(f"the service does not allow {action} on {table.name}")
+        refusal = f"the service does not allow {action} on {table.name}"
     permission = Permission(f"service:{service}/{table.name}", action)
-    return Route(permission, table=table, key=path[1] if len(path) == 2 else None)
+    return Route(permission, table=table, key=path[1] if len(path) == 2 else None, refusal=refusal)

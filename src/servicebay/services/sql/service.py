@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from servicebay.core.errors import ConfigurationError, InvalidInput
+from servicebay.core.errors import ConfigurationError, Forbidden, InvalidInput
 from servicebay.services.base import Permission, ServiceCall, ServiceReply
 from servicebay.services.sql.engine import async_url, create_engine, read_engine
 from servicebay.services.sql.errors import describe
@@ -81,6 +81,8 @@ class SqlService:
 
     async def handle(self, call: ServiceCall) -> ServiceReply:
         found = self._route(call)
+        if found.refusal is not None:
+            raise Forbidden(found.refusal)
         if found.query is not None:
             return await found.query.run(self.engine, call.query)
         assert found.table is not None

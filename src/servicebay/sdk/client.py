@@ -303,7 +303,7 @@ class Client:
         return ApiError(
             status=status,
             title=phrase,
-            detail=self._scrub(_excerpt(text)),
+            detail=_excerpt(self._scrub(text)),
             method=method,
             url=shown,
             request_id=request_id,

@@ -105,8 +105,10 @@ def test_calls_that_cannot_be_sent_are_refused_before_sending(fake: Fake) -> Non
             client.post("files", json={"content": b"raw"})
         with pytest.raises(ValueError, match="not a valid header name"):
             client.get("x", headers={"Bad Header": "1"})
-        with pytest.raises(ValueError, match="without line breaks"):
+        with pytest.raises(ValueError, match="ASCII text without line breaks"):
             client.get("x", headers={"X-Note": "a\r\nInjected: yes"})
+        with pytest.raises(ValueError, match="ASCII text without line breaks"):
+            client.get("x", headers={"X-Note": "café"})
         with pytest.raises(ValueError, match="is not an HTTP method"):
             client.request("GET /x", "y")
     assert server.seen == []

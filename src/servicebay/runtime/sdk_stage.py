@@ -33,10 +33,15 @@ def sdk_files() -> list[str]:
 def stage_sdk(dest: Path) -> Path:
     """Copy the SDK into `dest` (as `dest/servicebay/...` and `dest/internal_sdk.py`).
 
-    Returns `dest`, the directory for PYTHONPATH. Each file is written whole and renamed
-    into place, world-readable (scripts may run as another user), so staging again over a
-    directory in use never shows a half-written module.
+    Returns `dest`, the directory for PYTHONPATH; its own mode is the caller's. What is
+    staged in it is world-readable (scripts may run as another user), and each file is
+    written whole and renamed into place, so staging again over a directory in use never
+    shows a half-written module.
     """
+    dest.mkdir(parents=True, exist_ok=True)
+    for directory in (dest / "servicebay", dest / "servicebay" / "sdk"):
+        directory.mkdir(exist_ok=True)
+        directory.chmod(0o755)
     for relative in sdk_files():
         _write(dest / "servicebay" / relative, (PACKAGE / relative).read_bytes())
     _write(dest / SHIM, _SHIM_TEXT.encode())
@@ -44,8 +49,6 @@ def stage_sdk(dest: Path) -> Path:
 
 
 def _write(target: Path, content: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.parent.chmod(0o755)
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
         with os.fdopen(handle, "wb") as file:

@@ -390,8 +390,8 @@ def _checked_key(key: str, source: str) -> str:
 
 
 def _header_value(name: str, value: str) -> str:
-    if not isinstance(value, str) or any(char in value for char in "\r\n\0"):
-        raise ValueError(f"header {name!r}: a value must be a str without line breaks")
+    if not isinstance(value, str) or not value.isascii() or any(c in value for c in "\r\n\0"):
+        raise ValueError(f"header {name!r}: a value must be ASCII text without line breaks")
     return value
 
 

@@ -3,6 +3,7 @@ or from one of the organisation's templates (fetched from a real server)."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -10,9 +11,10 @@ import pty
 import secrets
 import select
 import subprocess
+import sys
 import tarfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -227,6 +229,103 @@ def test_the_webhook_scaffold_answers_through_the_sdk(offline: Bay, tmp_path: Pa
     script = (folder / "customer_lookup.py").read_text()
     assert "from servicebay.webhook import request, webhook_response" in script
     assert "webhook_response.send_response(data=" in script
+
+
+@pytest.fixture
+def sales_instance(
+    start_server: Callable[..., Any], tmp_path: Path, sales_db: Path
+) -> tuple[Any, str]:
+    """A server of its own serving the sales database as the service `sales` (the name the
+    built-in scripts read), and the key of an analyst allowed to read its customers."""
+    server = start_server(tmp_path / "instance")
+    _, key = server.new_user(teams=["analysts"])
+    with server.admin() as admin:
+        steps = [
+            admin.put(
+                "/api/v1/secrets/SALES_DB_URL",
+                json={"value": f"sqlite:///{sales_db}", "allow": ["service:sales"]},
+            ),
+            admin.post(
+                "/api/v1/services",
+                json={"name": "sales", "kind": "sql", "description": "Sales",
+                      "secret": "SALES_DB_URL", "tables": {"customer": {"key": "email"}}},
+            ),
+            admin.post(
+                "/api/v1/grants",
+                json={"principal": "team:analysts", "resource": "service:sales/customer",
+                      "actions": ["read"]},
+            ),
+        ]  # fmt: skip
+    for step in steps:
+        assert step.is_success, step.text
+    return server, key
+
+
+def run_script(folder: Path, script: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a scaffold's script as the platform would: with only the variables it sets."""
+    return subprocess.run(
+        [sys.executable, script],
+        cwd=folder, env={"PATH": os.environ["PATH"], **env},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_the_cron_script_pulls_analyses_and_writes_its_report(
+    offline: Bay, sales_instance: tuple[Any, str], tmp_path: Path
+) -> None:
+    server, key = sales_instance
+    folder, output = tmp_path / "report", tmp_path / "output"
+    output.mkdir()
+    created(offline("new", "cron", "report", "--dir", str(folder), "--json"))
+
+    run = run_script(
+        folder, "report.py", BAY_URL=server.url, INTERNAL_API_KEY=key, BAY_OUTPUT_DIR=str(output)
+    )
+
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "pro customers: 1, e-mail domains: 1\n"
+    assert (output / "pro_customers_by_domain.csv").read_text().splitlines() == [
+        "domain,customers",
+        "nyknicks.com,1",
+    ]
+
+
+WEBHOOK_CALLS = [
+    (b'{"email": "julius@nyknicks.com"}', 200, {"email": "julius@nyknicks.com", "plan": "pro"}),
+    (b'{"email": "nobody@example.com"}', 404,
+     {"error": "no customer with the e-mail nobody@example.com"}),
+    (b"", 400, {"error": 'send {"email": "..."} as the JSON body'}),
+    (b"email=julius", 400, {"error": 'send {"email": "..."} as the JSON body'}),
+]  # fmt: skip
+
+
+def test_the_webhook_script_answers_each_call(
+    offline: Bay, sales_instance: tuple[Any, str], tmp_path: Path
+) -> None:
+    server, key = sales_instance
+    folder = tmp_path / "lookup"
+    created(offline("new", "webhook", "lookup", "--dir", str(folder), "--json"))
+    answers = []
+
+    for number, (body, _, _) in enumerate(WEBHOOK_CALLS):
+        call, response = tmp_path / f"request-{number}.json", tmp_path / f"response-{number}.json"
+        call.write_text(
+            json.dumps(
+                {"method": "POST", "path": "", "query": [],
+                 "headers": [["content-type", "application/json"]],
+                 "body_base64": base64.b64encode(body).decode()}
+            )
+        )  # fmt: skip
+        run = run_script(
+            folder, "lookup.py", BAY_URL=server.url, INTERNAL_API_KEY=key,
+            BAY_WEBHOOK_REQUEST=str(call), BAY_WEBHOOK_RESPONSE=str(response),
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        sent = json.loads(response.read_text())
+        assert ["content-type", "application/json"] in sent["headers"]
+        answers.append((sent["status_code"], json.loads(base64.b64decode(sent["body_base64"]))))
+
+    assert answers == [(status, answer) for _, status, answer in WEBHOOK_CALLS]
 
 
 @pytest.mark.parametrize("kind", sorted(BUILTIN_FILES))

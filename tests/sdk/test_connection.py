@@ -130,13 +130,13 @@ def test_params_are_encoded_from_python_values(fake: Fake) -> None:
                 "cursor": None,
             },
         )
-        client.get("tiktok/get_views?days=7", params=[("tag", "a"), ("tag", "b")])
+        client.get("tiktok/get_views?days=7&from=https://x.io", params=[("tag", "a"), ("tag", "b")])
         client.get("sql/customer/julius@nyknicks.com", headers={"X-Trace": "t1"})
     first, second, third = server.seen
     assert first.target == (
         "/bay/sales/customer?plan=pro+%26+more&active=true&limit=10&ratio=0.5&since=2026-01-31"
     )
-    assert second.target == "/bay/tiktok/get_views?days=7&tag=a&tag=b"
+    assert second.target == "/bay/tiktok/get_views?days=7&from=https://x.io&tag=a&tag=b"
     assert third.target == "/bay/sql/customer/julius@nyknicks.com"
     assert third.headers["x-trace"] == "t1"
 

@@ -170,12 +170,12 @@ class Client:
         """The request target (path and query) and the URL to name in errors (no query)."""
         if not isinstance(path, str):
             raise TypeError(f"path must be a str like 'sales/customer', not {type(path).__name__}")
-        if "://" in path or path.startswith("//"):
+        path_part, _, query_part = path.partition("#")[0].partition("?")
+        if "://" in path_part or path_part.startswith("//"):
             raise ValueError(
                 "path must be relative to the server, like 'sales/customer', not a full URL; "
                 "the server comes from BAY_URL (or Client(url=...))"
             )
-        path_part, _, query_part = path.partition("#")[0].partition("?")
         full_path = f"{self._base.prefix}/{quote(path_part.lstrip('/'), safe=_PATH_SAFE)}"
         query = [quote(query_part, safe=_QUERY_SAFE)] if query_part else []
         encoded = urlencode(_query_pairs(params))

@@ -1,0 +1,425 @@
+"""Runs in the metadata database: created queued, claimed by one worker, finished once.
+
+A run's life: `queued` (created by a trigger) -> `running` (claimed by a worker, which
+stamps `started_at` and its own id) -> `succeeded`, `failed`, `timed_out` or `cancelled`
+(with `finished_at`, the exit code and a reason in words). A queued run can be cancelled at
+once; a running one is flagged `cancel_requested`, and the worker running it notices within
+a second and stops its process group.
+
+Claiming is safe with many workers on one database: on PostgreSQL the candidate row is
+locked with `FOR UPDATE SKIP LOCKED` (two workers never wait for, or take, the same run);
+on SQLite, which has one writer at a time, the claim is a conditional
+`UPDATE ... WHERE status = 'queued'` whose row count says who won.
+
+Logs are stored as chunks (`RunLogChunk`) appended while the run goes, so that any node can
+stream them: a reader asks for the chunks after the last id it saw.
+
+Artifacts are the files a script left in its `BAY_OUTPUT_DIR` (`Layout.artifacts`); they are
+read here without ever following a link.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, Literal, get_args
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from servicebay.core.errors import Conflict, InvalidInput, NotFound
+from servicebay.core.models import Deployment, DeploymentVersion, Run, RunLogChunk, new_id, utcnow
+from servicebay.core.pagination import Page, decode_cursor, invalid_cursor, page_of
+from servicebay.runtime.layout import Layout
+
+Status = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "skipped"]
+Trigger = Literal["schedule", "webhook", "manual", "retry"]
+STATUSES: tuple[str, ...] = get_args(Status)
+TRIGGERS: tuple[str, ...] = get_args(Trigger)
+FINISHED = frozenset({"succeeded", "failed", "timed_out", "cancelled", "skipped"})
+RUNNABLE_KINDS = frozenset({"cron", "webhook"})
+"""Kinds whose deployments have runs; servers and services run continuously instead."""
+
+CLAIM_ATTEMPTS = 5
+LOG_PAGE_BYTES = 1024 * 1024
+"""At most about this much log text in one answer; a reader asks again for the rest."""
+LOG_PAGE_CHUNKS = 1000
+
+
+async def get_deployment(session: AsyncSession, name: str) -> Deployment:
+    deployment = await session.scalar(select(Deployment).where(Deployment.name == name))
+    if deployment is None:
+        raise NotFound(f"no deployment named {name!r}: `bay deployments list` shows them")
+    return deployment
+
+
+async def create_run(
+    session: AsyncSession,
+    deployment: Deployment,
+    *,
+    trigger: Trigger,
+    actor: str | None,
+    input: dict[str, Any] | None = None,
+    due_at: datetime | None = None,
+    version: int | None = None,
+    attempt: int = 1,
+) -> Run:
+    """A queued run of `version` (default: the active one), which must be built and ready."""
+    if deployment.kind not in RUNNABLE_KINDS:
+        raise Conflict(
+            f"{deployment.name} is a {deployment.kind} deployment, which runs continuously "
+            "and has no runs: only cron and webhook deployments are run"
+        )
+    number = deployment.active_version if version is None else version
+    if number is None:
+        raise Conflict(
+            f"{deployment.name} has no active version: deploy it (`bay deploy`) or roll it "
+            "back to a version that built (`bay deployments rollback`)"
+        )
+    built = await session.scalar(
+        select(DeploymentVersion).where(
+            DeploymentVersion.deployment_id == deployment.id, DeploymentVersion.version == number
+        )
+    )
+    if built is None or built.status != "ready":
+        state = "does not exist" if built is None else f"is {built.status}"
+        raise Conflict(
+            f"version {number} of {deployment.name} {state}: only a version that built can "
+            "run; `bay deployments show` has its build log"
+        )
+    run = Run(
+        id=new_id("run"),
+        deployment_id=deployment.id,
+        version=number,
+        trigger=trigger,
+        due_at=due_at,
+        attempt=attempt,
+        status="queued",
+        actor=actor,
+        input=input,
+        created_at=utcnow(),
+        cancel_requested=False,
+        log_bytes=0,
+        log_truncated=False,
+    )
+    session.add(run)
+    await session.flush()
+    return run
+
+
+async def get_run(session: AsyncSession, run_id: str) -> tuple[Run, Deployment]:
+    row = (
+        await session.execute(
+            select(Run, Deployment)
+            .join(Deployment, Run.deployment_id == Deployment.id)
+            .where(Run.id == run_id)
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no run with id {run_id}: `bay runs list` shows recent runs")
+    return row[0], row[1]
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a listing shows; `deployment_ids` None means every deployment."""
+
+    deployment_ids: Collection[str] | None = None
+    status: str | None = None
+    trigger: str | None = None
+    since: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for field, value, allowed in (
+            ("status", self.status, STATUSES),
+            ("trigger", self.trigger, TRIGGERS),
+        ):
+            if value is not None and value not in allowed:
+                raise InvalidInput(
+                    f"unknown {field} {value!r}: use one of {', '.join(allowed)}",
+                    errors=[{"loc": ["query", field], "msg": "unknown value", "type": "enum"}],
+                )
+
+
+async def list_runs(
+    session: AsyncSession, where: RunFilter, *, limit: int, cursor: str | None
+) -> Page[tuple[Run, Deployment]]:
+    """Runs newest first, a page at a time (the cursor is the last run's time and id)."""
+    query = (
+        select(Run, Deployment)
+        .join(Deployment, Run.deployment_id == Deployment.id)
+        .order_by(Run.created_at.desc(), Run.id.desc())
+        .limit(limit + 1)
+    )
+    if where.deployment_ids is not None:
+        query = query.where(Run.deployment_id.in_(list(where.deployment_ids)))
+    if where.status is not None:
+        query = query.where(Run.status == where.status)
+    if where.trigger is not None:
+        query = query.where(Run.trigger == where.trigger)
+    if where.since is not None:
+        query = query.where(Run.created_at >= where.since)
+    if (position := decode_cursor(cursor)) is not None:
+        created, run_id = _read_position(position)
+        query = query.where(
+            or_(Run.created_at < created, and_(Run.created_at == created, Run.id < run_id))
+        )
+    rows = [(row[0], row[1]) for row in await session.execute(query)]
+    last = rows[limit - 1][0] if len(rows) > limit else None
+    return page_of(rows, limit, f"{last.created_at.isoformat()}|{last.id}" if last else None)
+
+
+def _read_position(position: str) -> tuple[datetime, str]:
+    created, _, run_id = position.partition("|")
+    try:
+        return datetime.fromisoformat(created), run_id
+    except ValueError:
+        raise invalid_cursor() from None
+
+
+async def claim_next(session: AsyncSession, worker: str) -> Run | None:
+    """Take the oldest queued run for `worker` (now `running`), or None if none is queued.
+
+    Call it inside a transaction; the claim is the caller's when it commits.
+    """
+    for _ in range(CLAIM_ATTEMPTS):
+        candidate = await session.scalar(
+            select(Run.id)
+            .where(Run.status == "queued")
+            .order_by(Run.created_at, Run.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer anyway
+        )
+        if candidate is None:
+            return None
+        claimed = await session.execute(
+            update(Run)
+            .where(Run.id == candidate, Run.status == "queued")
+            .values(status="running", started_at=utcnow(), worker=worker)
+            .execution_options(synchronize_session=False)
+        )
+        if _rowcount(claimed) == 1:
+            run = await session.get(Run, candidate, populate_existing=True)
+            assert run is not None
+            return run
+    return None
+
+
+def _rowcount(result: Any) -> int:
+    count: int = result.rowcount
+    return count
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a run ended, as the worker reports it."""
+
+    status: Status
+    reason: str
+    exit_code: int | None = None
+    log_bytes: int = 0
+    log_truncated: bool = False
+
+
+async def finish_run(session: AsyncSession, run_id: str, ending: Ending) -> Run | None:
+    """Record the end of a running run; None if it was not running (already finished)."""
+    if ending.status not in FINISHED:
+        raise ValueError(f"{ending.status} is not a final status; use one of {sorted(FINISHED)}")
+    done = await session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == "running")
+        .values(
+            status=ending.status,
+            reason=ending.reason[:2000],
+            exit_code=ending.exit_code,
+            log_bytes=ending.log_bytes,
+            log_truncated=ending.log_truncated,
+            finished_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if _rowcount(done) != 1:
+        return None
+    return await session.get(Run, run_id, populate_existing=True)
+
+
+async def request_cancel(session: AsyncSession, run: Run, actor: str) -> Run:
+    """Cancel a queued run now; flag a running one for its worker, which stops it."""
+    if run.status == "queued":
+        cancelled = await session.execute(
+            update(Run)
+            .where(Run.id == run.id, Run.status == "queued")
+            .values(
+                status="cancelled",
+                reason=f"cancelled by {actor} before it started",
+                finished_at=utcnow(),
+                cancel_requested=True,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if _rowcount(cancelled) == 1:
+            return await _reload(session, run.id)
+        run = await _reload(session, run.id)  # a worker took it meanwhile
+    if run.status == "running":
+        await session.execute(
+            update(Run)
+            .where(Run.id == run.id, Run.status == "running")
+            .values(cancel_requested=True)
+            .execution_options(synchronize_session=False)
+        )
+        return await _reload(session, run.id)
+    raise Conflict(f"run {run.id} has already ended ({run.status}): there is nothing to cancel")
+
+
+async def _reload(session: AsyncSession, run_id: str) -> Run:
+    run = await session.get(Run, run_id, populate_existing=True)
+    assert run is not None
+    return run
+
+
+async def cancels_requested(session: AsyncSession, run_ids: Collection[str]) -> set[str]:
+    """Which of these running runs somebody asked to cancel."""
+    if not run_ids:
+        return set()
+    found = await session.scalars(
+        select(Run.id).where(Run.id.in_(list(run_ids)), Run.cancel_requested.is_(True))
+    )
+    return set(found)
+
+
+async def running_runs(session: AsyncSession) -> list[tuple[Run, Deployment]]:
+    rows = await session.execute(
+        select(Run, Deployment)
+        .join(Deployment, Run.deployment_id == Deployment.id)
+        .where(Run.status == "running")
+    )
+    return [(row[0], row[1]) for row in rows]
+
+
+async def append_log(session: AsyncSession, run_id: str, text: str) -> None:
+    session.add(RunLogChunk(run_id=run_id, text=text))
+    await session.flush()
+
+
+@dataclass(frozen=True)
+class LogPage:
+    chunks: list[RunLogChunk]
+    done: bool
+    """True when the run has ended and `chunks` reach the end of its log."""
+
+
+async def read_log(session: AsyncSession, run: Run, *, after: int | None) -> LogPage:
+    """The chunks of `run`'s log after chunk id `after`, up to about LOG_PAGE_BYTES.
+
+    The run's status is read before its chunks, and a worker writes the last chunk before
+    it records the end: a `done` page really holds the end of the log.
+    """
+    finished = run.status in FINISHED
+    query = (
+        select(RunLogChunk)
+        .where(RunLogChunk.run_id == run.id)
+        .order_by(RunLogChunk.id)
+        .limit(LOG_PAGE_CHUNKS + 1)
+    )
+    if after is not None:
+        query = query.where(RunLogChunk.id > after)
+    chunks: list[RunLogChunk] = []
+    size = 0
+    more = False
+    for chunk in await session.scalars(query):
+        if len(chunks) == LOG_PAGE_CHUNKS or (chunks and size + len(chunk.text) > LOG_PAGE_BYTES):
+            more = True
+            break
+        chunks.append(chunk)
+        size += len(chunk.text)
+    return LogPage(chunks, finished and not more)
+
+
+async def log_text(session: AsyncSession, run_id: str) -> str:
+    """The whole log of a run (at most `run_log_max_bytes` and the platform's notes)."""
+    chunks = await session.scalars(
+        select(RunLogChunk.text).where(RunLogChunk.run_id == run_id).order_by(RunLogChunk.id)
+    )
+    return "".join(chunks)
+
+
+# --- artifacts ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: str
+    """Relative to the run's output folder, with `/` between folders."""
+    size: int
+
+
+def list_artifacts(layout: Layout, run_id: str) -> list[Artifact]:
+    """The regular files a run left in its output folder, by path; links are never followed."""
+    root = layout.artifacts(run_id)
+    if not root.is_dir():
+        return []
+    found = []
+    for top, dirs, files, top_fd in os.fwalk(root, follow_symlinks=False):
+        dirs.sort()
+        for name in sorted(files):
+            info = os.stat(name, dir_fd=top_fd, follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode):
+                relative = Path(top, name).relative_to(root).as_posix()
+                found.append(Artifact(relative, info.st_size))
+    return sorted(found, key=lambda artifact: artifact.path)
+
+
+def artifact_parts(path: str) -> tuple[str, ...]:
+    """The folders and name of an artifact path, refusing anything that could leave the
+    output folder (`..`, absolute paths, empty or odd segments)."""
+    parts = PurePosixPath(path).parts
+    if (
+        not path
+        or path.startswith("/")
+        or "\\" in path
+        or "\x00" in path
+        or any(part in ("", ".", "..") for part in parts)
+        or len(parts) != len(path.split("/"))
+    ):
+        raise InvalidInput(
+            f"{path!r} is not an artifact path: give one as listed by "
+            "`bay runs artifacts ID`, e.g. report.csv or charts/week.png"
+        )
+    return parts
+
+
+def open_artifact(layout: Layout, run_id: str, path: str) -> tuple[BinaryIO, int]:
+    """An artifact opened for reading, and its size.
+
+    Every folder on the way and the file itself are opened without following links, so a
+    link left in the output folder can never expose another file.
+    """
+    parts = artifact_parts(path)
+    missing = NotFound(f"run {run_id} has no artifact {path!r}: `bay runs artifacts` lists them")
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        folder = os.open(layout.artifacts(run_id), flags | os.O_DIRECTORY)
+    except OSError:
+        raise missing from None
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, flags | os.O_DIRECTORY, dir_fd=folder)
+            os.close(folder)
+            folder = inner
+        fd = os.open(parts[-1], flags | os.O_NONBLOCK, dir_fd=folder)  # a FIFO must not block
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.EISDIR):
+            raise missing from None
+        raise
+    finally:
+        os.close(folder)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise missing
+    return os.fdopen(fd, "rb"), info.st_size

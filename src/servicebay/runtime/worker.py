@@ -1,0 +1,652 @@
+"""The run worker: claims queued runs and runs each script isolated, supervised and logged.
+
+A node with the worker role runs up to `settings.workers` runs at once. It wakes when
+this node queues a run (`wake`, an in-process event) and polls the queue every second for
+runs queued by other nodes.
+
+For each run (DESIGN.md, "What a script sees"):
+
+- **A private copy of the source.** The version's extracted source (`Layout.source`) stays
+  the platform's; the worker copies it into the run's own folder (`Layout.run_dir`:
+  `work/` is the copy and the script's working directory, `output/` is `BAY_OUTPUT_DIR`),
+  made private to the deployment's user. A script can change its copy as it likes; the
+  next run starts from the deployed files again.
+- **The deployment's environment** (`Layout.environment`, built by the builder): the
+  script runs with `<env>/bin/python`, whose `bin` leads `PATH`.
+- **Exactly this environment:** `INTERNAL_API_KEY`, `BAY_URL`, `BAY_RUN_ID`,
+  `BAY_OUTPUT_DIR`, `BAY_RUN_INPUT` (when the run was given input: a JSON file),
+  `PYTHONPATH` (the staged SDK), the config's `env`, and the base `runtime.process` adds
+  (`PATH`, `LANG`, `HOME`, `TMPDIR`, `PYTHONUNBUFFERED`). Nothing of the platform's.
+- **Its own user** when the platform runs as root (`deployment_uid`), so it can read neither
+  the instance's files nor another deployment's.
+- **`INTERNAL_API_KEY`** is a key of the deployment's owner named `run:<id>`, expiring at
+  the run's timeout plus a margin, and revoked when the run ends.
+- **Limits and endings** from the config: `timeout_seconds` (TERM, then KILL the whole
+  process group: `timed_out`), `memory_mb`, and `retries` with exponential backoff from
+  `retry_backoff_seconds` (a new run, trigger `retry`, queued once the wait is over).
+- **Logs** are timestamped lines, stored in chunks every half second (or 64 KB) so that
+  `bay runs logs --follow` streams them from any node, capped at `run_log_max_bytes`.
+- **Artifacts** are the regular files left in `output/`; links, devices and files that are
+  not the script's own are removed, and the rest is handed back to the platform's user.
+
+A worker is named `host:pid:start`, stored on the runs it claims. When it starts, it marks
+failed the runs left `running` by an earlier process of this host that is gone (a crash or a
+restart), and any run, from any host, running far past its timeout (its worker vanished).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import stat
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from servicebay.core.errors import ServiceBayError
+from servicebay.core.identity import create_key
+from servicebay.core.instance import Instance
+from servicebay.core.models import ApiKey, Deployment, DeploymentVersion, Run, User, utcnow
+from servicebay.runtime import runs
+from servicebay.runtime.config import CronConfig, WebhookConfig
+from servicebay.runtime.layout import Layout
+from servicebay.runtime.process import (
+    BASE_PATH,
+    RUN_UID_BASE,
+    RUN_UID_LAST,
+    LogLine,
+    ProcessError,
+    ProcessResult,
+    ProcessSpec,
+    prepare_private_dir,
+    run_process,
+    run_uid,
+)
+from servicebay.runtime.runs import Ending
+from servicebay.runtime.sdk_stage import stage_sdk
+
+log = logging.getLogger(__name__)
+
+OnFinished = Callable[[Deployment, Run], Awaitable[None]]
+"""Told about every run that ended (the alerts hook), with its deployment."""
+
+RunConfig = CronConfig | WebhookConfig
+
+POLL_SECONDS = 1.0
+"""How often the queue is read for runs queued by other nodes."""
+CANCEL_POLL_SECONDS = 0.5
+LOG_FLUSH_SECONDS = 0.5
+LOG_FLUSH_BYTES = 64 * 1024
+KILL_GRACE_SECONDS = 5.0
+KEY_MARGIN_SECONDS = 60
+"""A run's key outlives its timeout (and kill grace) by this much, should revoking fail."""
+ORPHAN_MARGIN = timedelta(minutes=5)
+"""A run still `running` this long past its timeout has lost its worker, wherever it was."""
+SWEEP_SECONDS = 60.0
+WORK = "work"
+INPUT = "input.json"
+OUTPUT_ENV = "BAY_OUTPUT_DIR"
+INPUT_ENV = "BAY_RUN_INPUT"
+
+
+def worker_identity(pid: int | None = None) -> str:
+    """`host:pid:start`: the start time (clock ticks since boot) tells a process apart from
+    a later one that was given the same pid, e.g. after a container restart."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+
+
+def _start_ticks(pid: int) -> str:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, IndexError):
+        return "gone"
+    return fields[19]
+
+
+def is_gone(worker: str) -> bool:
+    """Whether `worker`, a worker of this host, has ended (False for other hosts' workers)."""
+    host, _, rest = worker.partition(":")
+    pid, _, _ = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    return worker_identity(int(pid)) != worker
+
+
+def deployment_uid(deployment_id: str) -> int | None:
+    """The uid the deployment's scripts run as (None when the platform is not root).
+
+    Ids are random strings; the uid is a digest of the id mapped onto the run users'
+    range (`runtime.process.run_uid`), the same on every node.
+    """
+    span = RUN_UID_LAST - RUN_UID_BASE + 1
+    number = int.from_bytes(hashlib.sha256(deployment_id.encode()).digest()[:8], "big") % span
+    return run_uid(number)
+
+
+def run_config(kind: str, config: Mapping[str, Any]) -> RunConfig:
+    """A version's stored config, as the model of a kind that has runs."""
+    if kind == "cron":
+        return CronConfig.model_validate(dict(config))
+    if kind == "webhook":
+        return WebhookConfig.model_validate(dict(config))
+    raise ValueError(f"{kind} deployments have no runs")
+
+
+def script_environment(
+    *,
+    api_key: str,
+    base_url: str,
+    run_id: str,
+    output_dir: Path,
+    sdk_dir: Path,
+    bin_dir: Path,
+    config_env: Mapping[str, str],
+    input_file: Path | None,
+) -> dict[str, str]:
+    """What a script sees, besides the base of `ProcessSpec.environment` (DESIGN.md)."""
+    env = {
+        **config_env,
+        "PATH": f"{bin_dir}:{BASE_PATH}",
+        "PYTHONPATH": str(sdk_dir),
+        "INTERNAL_API_KEY": api_key,
+        "BAY_URL": base_url,
+        "BAY_RUN_ID": run_id,
+        OUTPUT_ENV: str(output_dir),
+    }
+    if input_file is not None:
+        env[INPUT_ENV] = str(input_file)
+    return env
+
+
+def blocked_on_the_way(path: Path, uid: int | None) -> Path | None:
+    """The first folder on the way to `path` that user `uid` may not pass, if any."""
+    if uid is None:
+        return None
+    for folder in reversed(path.parents):
+        try:
+            info = folder.stat()
+        except FileNotFoundError:
+            return None
+        if not (
+            info.st_mode & stat.S_IXOTH or (info.st_uid == uid and info.st_mode & stat.S_IXUSR)
+        ):
+            return folder
+    return None
+
+
+@dataclass
+class _Active:
+    """A run this worker is running."""
+
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    shutdown: bool = False
+    task: asyncio.Task[None] | None = None
+
+
+class Worker:
+    """The node component that runs queued runs; see the module docstring."""
+
+    def __init__(
+        self,
+        instance: Instance,
+        *,
+        on_finished: OnFinished | None = None,
+        poll_seconds: float = POLL_SECONDS,
+    ) -> None:
+        self.instance = instance
+        self.settings = instance.settings
+        self.layout = Layout(instance.settings.home)
+        self.on_finished = on_finished
+        self.poll_seconds = poll_seconds
+        self.id = worker_identity()
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(instance.settings.workers)
+        self._active: dict[str, _Active] = {}
+        self._retries: set[asyncio.Task[None]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def wake(self) -> None:
+        """A run was queued or a cancel asked for on this node: look now, not at the poll."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._prepare_layout)
+        await self._recover(at_start=True)
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name="worker-claims"),
+            asyncio.create_task(self._watch_loop(), name="worker-cancels"),
+        ]
+        log.info("worker %s runs up to %d runs at once", self.id, self.settings.workers)
+
+    async def stop(self) -> None:
+        """Stop claiming; end the runs in flight (TERM, then KILL), recorded as failed."""
+        for task in (*self._tasks, *self._retries):
+            task.cancel()
+        for active in self._active.values():
+            active.shutdown = True
+            active.cancel.set()
+        running = [active.task for active in self._active.values() if active.task is not None]
+        await asyncio.gather(*self._tasks, *self._retries, *running, return_exceptions=True)
+        self._tasks = []
+
+    # --- the loops --------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while True:
+            await self._slots.acquire()
+            try:
+                run = await self._claim()
+            except Exception:
+                log.exception("worker %s could not read the run queue", self.id)
+                run = None
+            if run is None:
+                self._slots.release()
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                continue
+            active = _Active()
+            self._active[run.id] = active
+            active.task = asyncio.create_task(self._execute(run, active), name=f"run-{run.id}")
+
+    async def _claim(self) -> Run | None:
+        async with self.instance.sessions() as session, session.begin():
+            return await runs.claim_next(session, self.id)
+
+    async def _watch_loop(self) -> None:
+        """Notice cancels asked for on any node; now and then, fail orphaned runs."""
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time() + SWEEP_SECONDS
+        while True:
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
+            try:
+                if self._active:
+                    async with self.instance.sessions() as session:
+                        wanted = await runs.cancels_requested(session, list(self._active))
+                    for run_id in wanted:
+                        if run_id in self._active:
+                            self._active[run_id].cancel.set()
+                if loop.time() >= next_sweep:
+                    next_sweep = loop.time() + SWEEP_SECONDS
+                    await self._recover(at_start=False)
+            except Exception:
+                log.exception("worker %s could not check its runs", self.id)
+
+    # --- one run ----------------------------------------------------------------------------
+
+    async def _execute(self, run: Run, active: _Active) -> None:
+        try:
+            deployment, version, owner = await self._load(run)
+            ending = await self._run(run, deployment, version, owner, active)
+            finished = await self._finish(run.id, ending)
+            if finished is not None:
+                if ending.status in ("failed", "timed_out") and not active.shutdown:
+                    self._retry_later(finished, deployment, version)
+                await self._tell(deployment, finished)
+        except Exception:
+            log.exception("worker %s failed to run %s", self.id, run.id)
+            with contextlib.suppress(Exception):
+                await self._finish(run.id, Ending("failed", "the platform failed to run it"))
+        finally:
+            del self._active[run.id]
+            self._slots.release()
+
+    async def _load(self, run: Run) -> tuple[Deployment, DeploymentVersion, User]:
+        async with self.instance.sessions() as session:
+            row = (
+                await session.execute(
+                    select(Deployment, DeploymentVersion, User)
+                    .join(DeploymentVersion, DeploymentVersion.deployment_id == Deployment.id)
+                    .join(User, User.id == Deployment.owner_id)
+                    .where(
+                        Deployment.id == run.deployment_id, DeploymentVersion.version == run.version
+                    )
+                )
+            ).one()
+        return row[0], row[1], row[2]
+
+    async def _run(
+        self,
+        run: Run,
+        deployment: Deployment,
+        version: DeploymentVersion,
+        owner: User,
+        active: _Active,
+    ) -> Ending:
+        logs = RunLog(self.instance, run.id)
+        key_id: str | None = None
+        try:
+            config = run_config(deployment.kind, version.config)
+            uid = deployment_uid(deployment.id)
+            work = await asyncio.to_thread(self._stage, run, deployment, version, uid)
+            key_id, secret = await self._issue_key(run, owner, config.timeout_seconds)
+            spec = ProcessSpec(
+                [str(self._python(version)), config.script_to_run],
+                work,
+                script_environment(
+                    api_key=secret,
+                    base_url=self.settings.base_url,
+                    run_id=run.id,
+                    output_dir=self.layout.artifacts(run.id),
+                    sdk_dir=self.layout.sdk,
+                    bin_dir=self._python(version).parent,
+                    config_env=config.env,
+                    input_file=self._input_file(run),
+                ),
+                uid=uid,
+                timeout_seconds=config.timeout_seconds,
+                memory_mb=config.memory_mb,
+                log_limit_bytes=self.settings.run_log_max_bytes,
+                kill_grace_seconds=KILL_GRACE_SECONDS,
+            )
+            await logs.note(
+                f"run {run.id} of {deployment.name} v{run.version} (attempt {run.attempt}, "
+                f"{run.trigger}) started on {self.id}"
+            )
+            result = await run_process(spec, logs.add, cancel=active.cancel)
+            dropped = await asyncio.to_thread(self._collect, run.id, uid)
+            if dropped:
+                await logs.note(f"not kept as artifacts (not regular files): {', '.join(dropped)}")
+            ending = self._ending(result, active)
+            await logs.note(f"run ended: {ending.reason}")
+            return ending
+        except (ProcessError, _CannotRun, ServiceBayError, ValueError, OSError) as error:
+            message = getattr(error, "message", None) or str(error)
+            await logs.note(f"the run could not start: {message}")
+            return Ending("failed", f"could not start: {message}")
+        finally:
+            await logs.close()
+            if key_id is not None:
+                await self._revoke_key(key_id)
+            await asyncio.to_thread(self._clean, run.id)
+
+    def _ending(self, result: ProcessResult, active: _Active) -> Ending:
+        common: dict[str, Any] = {
+            "exit_code": result.exit_code,
+            "log_bytes": result.log_bytes,
+            "log_truncated": result.truncated,
+        }
+        if result.cancelled and active.shutdown:
+            reason = f"the worker node shut down during the run ({result.describe()})"
+            return Ending("failed", reason, **common)
+        if result.cancelled:
+            return Ending("cancelled", result.describe(), **common)
+        if result.timed_out:
+            return Ending("timed_out", result.describe(), **common)
+        if result.exit_code == 0:
+            return Ending("succeeded", result.describe(), **common)
+        return Ending("failed", result.describe(), **common)
+
+    def _python(self, version: DeploymentVersion) -> Path:
+        return self.layout.environment(version.requirements_digest) / "bin" / "python"
+
+    def _input_file(self, run: Run) -> Path | None:
+        return None if run.input is None else self.layout.run_dir(run.id) / INPUT
+
+    def _stage(
+        self, run: Run, deployment: Deployment, version: DeploymentVersion, uid: int | None
+    ) -> Path:
+        """The run's private folder: a copy of the source, the output folder, the input."""
+        source = self.layout.source(deployment.name, version.version)
+        python = self._python(version)
+        if not source.is_dir():
+            raise _CannotRun(
+                f"the source of version {version.version} is missing from {source}; "
+                "deploy again to restore it"
+            )
+        if not python.exists():
+            raise _CannotRun(
+                f"the environment of version {version.version} is missing ({python}); "
+                "deploy again to rebuild it"
+            )
+        for needed in (python, self.layout.sdk, self.layout.run_dir(run.id)):
+            blocked = blocked_on_the_way(needed, uid)
+            if blocked is not None:
+                raise _CannotRun(
+                    f"scripts run as uid {uid}, which cannot pass {blocked} (mode "
+                    f"{stat.filemode(blocked.stat().st_mode)}) on the way to {needed}; "
+                    "put BAY_HOME under folders others may pass (chmod o+x), e.g. "
+                    "/srv/servicebay"
+                )
+        run_dir = self.layout.run_dir(run.id)
+        if run_dir.exists():
+            _remove_tree(run_dir)
+        run_dir.mkdir(mode=0o700)
+        shutil.copytree(source, run_dir / WORK, symlinks=True)
+        self.layout.artifacts(run.id).mkdir(mode=0o700)
+        if run.input is not None:
+            (run_dir / INPUT).write_text(json.dumps(run.input), encoding="utf-8")
+        prepare_private_dir(run_dir, uid)
+        return run_dir / WORK
+
+    def _collect(self, run_id: str, uid: int | None) -> list[str]:
+        """Keep the output's regular files (the script's own) as artifacts, owned by the
+        platform again; remove everything else. Returns what was removed."""
+        output = self.layout.artifacts(run_id)
+        dropped = []
+        for top, dirs, files, top_fd in os.fwalk(output, follow_symlinks=False):
+            for name in [*files, *dirs]:
+                info = os.stat(name, dir_fd=top_fd, follow_symlinks=False)
+                regular = stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)
+                own = uid is None or info.st_uid == uid
+                if not (regular and own):
+                    if stat.S_ISDIR(info.st_mode):
+                        _remove_tree(Path(top, name))
+                        dirs.remove(name)
+                    else:
+                        os.unlink(name, dir_fd=top_fd)
+                    dropped.append(str(Path(top, name).relative_to(output)))
+        if uid is not None:
+            prepare_private_dir(self.layout.run_dir(run_id), os.geteuid())
+        return dropped
+
+    def _clean(self, run_id: str) -> None:
+        """Remove the run's copy of the source and its input; the output stays."""
+        run_dir = self.layout.run_dir(run_id)
+        if (run_dir / WORK).exists():
+            _remove_tree(run_dir / WORK)
+        (run_dir / INPUT).unlink(missing_ok=True)
+
+    async def _issue_key(self, run: Run, owner: User, timeout_seconds: int) -> tuple[str, str]:
+        lifetime = timeout_seconds + KILL_GRACE_SECONDS + KEY_MARGIN_SECONDS
+        async with self.instance.sessions() as session, session.begin():
+            owner = await session.merge(owner)
+            issued = await create_key(session, owner, name=f"run:{run.id}", expires_in_days=None)
+            issued.record.expires_at = utcnow() + timedelta(seconds=lifetime)
+        return issued.record.id, issued.secret
+
+    async def _revoke_key(self, key_id: str) -> None:
+        try:
+            async with self.instance.sessions() as session, session.begin():
+                await session.execute(
+                    update(ApiKey)
+                    .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+                    .values(revoked_at=utcnow())
+                )
+        except Exception:
+            log.exception("could not revoke run key %s; it expires on its own", key_id)
+        self.instance.authenticator.forget()
+
+    async def _finish(self, run_id: str, ending: Ending) -> Run | None:
+        async with self.instance.sessions() as session, session.begin():
+            return await runs.finish_run(session, run_id, ending)
+
+    async def _tell(self, deployment: Deployment, run: Run) -> None:
+        if self.on_finished is None:
+            return
+        try:
+            await self.on_finished(deployment, run)
+        except Exception:
+            log.exception("the alert hook failed for run %s of %s", run.id, deployment.name)
+
+    def _retry_later(self, run: Run, deployment: Deployment, version: DeploymentVersion) -> None:
+        config = run_config(deployment.kind, version.config)
+        if run.attempt > config.retries:
+            return
+        wait = config.retry_backoff_seconds * 2 ** (run.attempt - 1)
+        task = asyncio.create_task(self._retry(run, wait), name=f"retry-{run.id}")
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
+    async def _retry(self, run: Run, wait: float) -> None:
+        await asyncio.sleep(wait)
+        try:
+            async with self.instance.sessions() as session, session.begin():
+                deployment = await session.get(Deployment, run.deployment_id)
+                if deployment is None:
+                    return
+                retry = await runs.create_run(
+                    session,
+                    deployment,
+                    trigger="retry",
+                    actor=run.actor,
+                    input=run.input,
+                    version=run.version,
+                    attempt=run.attempt + 1,
+                )
+            log.info("run %s retries run %s (attempt %d)", retry.id, run.id, retry.attempt)
+            self.wake()
+        except Exception:
+            log.exception("could not queue the retry of run %s", run.id)
+
+    # --- the instance's folders and orphans -------------------------------------------------
+
+    def _prepare_layout(self) -> None:
+        """Stage the SDK; as root, let run users pass (not list) the folders to their own."""
+        stage_sdk(self.layout.sdk)
+        runs_root = self.layout.run_dir("x").parent
+        runs_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            for folder in (self.layout.home, self.layout.root, runs_root):
+                folder.chmod(0o711)
+            blocked = blocked_on_the_way(runs_root, RUN_UID_BASE)
+            if blocked is not None:
+                log.warning(
+                    "runs will fail: their users cannot pass %s on the way to %s; put "
+                    "BAY_HOME under folders others may pass (chmod o+x)",
+                    blocked,
+                    runs_root,
+                )
+
+    async def _recover(self, *, at_start: bool) -> None:
+        """Fail runs whose worker is gone: this host's dead processes (at start), and any
+        run far past its timeout."""
+        now = utcnow()
+        orphans: list[tuple[Run, Deployment, str]] = []
+        async with self.instance.sessions() as session:
+            for run, deployment in await runs.running_runs(session):
+                if run.id in self._active or run.worker == self.id:
+                    continue
+                if at_start and run.worker and is_gone(run.worker):
+                    orphans.append((run, deployment, f"its worker {run.worker} stopped"))
+                    continue
+                timeout = await self._timeout_of(session, run, deployment)
+                started = run.started_at or run.created_at
+                if now > started + timedelta(seconds=timeout) + ORPHAN_MARGIN:
+                    orphans.append((run, deployment, f"its worker {run.worker} stopped answering"))
+        for run, deployment, why in orphans:
+            ending = Ending("failed", f"{why} before the run ended (crash or restart)")
+            finished = await self._finish(run.id, ending)
+            await self._revoke_run_keys(run.id)
+            if finished is not None:
+                log.warning("run %s of %s marked failed: %s", run.id, deployment.name, why)
+                await self._tell(deployment, finished)
+
+    async def _timeout_of(self, session: AsyncSession, run: Run, deployment: Deployment) -> int:
+        config = await session.scalar(
+            select(DeploymentVersion.config).where(
+                DeploymentVersion.deployment_id == deployment.id,
+                DeploymentVersion.version == run.version,
+            )
+        )
+        try:
+            return run_config(deployment.kind, config or {}).timeout_seconds
+        except ValueError:
+            return 0
+
+    async def _revoke_run_keys(self, run_id: str) -> None:
+        async with self.instance.sessions() as session, session.begin():
+            await session.execute(
+                update(ApiKey)
+                .where(ApiKey.name == f"run:{run_id}", ApiKey.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+        self.instance.authenticator.forget()
+
+
+class _CannotRun(Exception):
+    """Something the run needs is missing; the message says what and what to do."""
+
+
+class RunLog:
+    """A run's log lines, written to the database in chunks (every LOG_FLUSH_SECONDS or
+    LOG_FLUSH_BYTES), so that readers on any node see them within a second."""
+
+    def __init__(self, instance: Instance, run_id: str) -> None:
+        self.instance = instance
+        self.run_id = run_id
+        self._parts: list[str] = []
+        self._size = 0
+        self._lock = asyncio.Lock()
+        self._ticker = asyncio.create_task(self._tick())
+
+    async def add(self, line: LogLine) -> None:
+        self._parts.append(f"{line}\n")
+        self._size += len(self._parts[-1])
+        if self._size >= LOG_FLUSH_BYTES:
+            await self.flush()
+
+    async def note(self, text: str) -> None:
+        """A line of the platform's own, among the script's."""
+        await self.add(LogLine(datetime.now(UTC), "stderr", f"[servicebay] {text}"))
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if not self._parts:
+                return
+            text = "".join(self._parts)
+            try:
+                async with self.instance.sessions() as session, session.begin():
+                    await runs.append_log(session, self.run_id, text)
+            except Exception:
+                log.exception("could not store log lines of run %s; trying again", self.run_id)
+                return
+            self._parts.clear()
+            self._size = 0
+
+    async def close(self) -> None:
+        self._ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._ticker
+        await self.flush()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(LOG_FLUSH_SECONDS)
+            await self.flush()
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a folder a script had the run of (it may have made parts of it read-only)."""
+
+    def unlock(function: Any, failed: str, _: Any) -> None:
+        parent = os.path.dirname(failed)
+        os.chmod(parent, 0o700)
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.isdir(failed) and not os.path.islink(failed):
+                os.chmod(failed, 0o700)
+        function(failed)
+
+    shutil.rmtree(path, onerror=unlock)

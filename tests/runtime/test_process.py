@@ -56,7 +56,7 @@ def launch_fixture() -> Launch:
 
 @NEEDS_ROOT
 def test_a_script_cannot_reach_the_instance_other_deployments_or_the_platform(
-    sandbox: Sandbox, runner: asyncio.Runner, launch: Launch, canaries: list[str]
+    sandbox: Sandbox, runner: asyncio.Runner, canaries: list[str], launch: Launch
 ) -> None:
     spec = sandbox.spec(
         "probe_isolation.py", str(sandbox.instance), str(sandbox.other_deployment), str(os.getpid())
@@ -80,7 +80,7 @@ def test_a_script_cannot_reach_the_instance_other_deployments_or_the_platform(
 
 
 def test_a_script_sees_its_environment_and_nothing_of_the_platform(
-    sandbox: Sandbox, runner: asyncio.Runner, launch: Launch, canaries: list[str]
+    sandbox: Sandbox, runner: asyncio.Runner, canaries: list[str], launch: Launch
 ) -> None:
     spec = sandbox.spec("describe_self.py")
 

@@ -340,11 +340,12 @@ async def supervise(
         await capture.finish()
     except BaseException:
         signal_group(group, signal.SIGKILL)
-        for drain in drains:
-            drain.cancel()
+        # The pipes close when the last process of the group is gone: wait for that (and
+        # the exit), within reason, so that the caller sees no survivor.
         ending_tasks: list[asyncio.Future[Any]] = [exited, *drains]
         await asyncio.wait(ending_tasks, timeout=max(spec.kill_grace_seconds, 1.0))
-        exited.cancel()
+        for task in ending_tasks:
+            task.cancel()
         raise
     finally:
         for transport in transports:

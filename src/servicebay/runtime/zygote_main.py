@@ -1,9 +1,10 @@
 """The side of a run that executes inside the script's own process: limits, and the zygote.
 
 This file is standard library only and imports nothing of servicebay: the zygote runs it
-with a deployment's interpreter (`python -c <this file's text>`), where the platform's
-packages are not installed. `process.py` imports `apply_limits` from here, so a script
-started by `run_process` and one forked by the zygote get the very same limits.
+with a deployment's interpreter, where the platform's packages are not installed (its
+text arrives as the first packet on the zygote's socket, see `zygote.py`). `process.py`
+imports `apply_limits` from here, so a script started by `run_process` and one forked by
+the zygote get the very same limits.
 
 The zygote (`main`) starts, imports the modules it was asked to preload, says it is
 ready, and then serves requests on the Unix socket it inherited (SOCK_SEQPACKET: one
@@ -19,16 +20,20 @@ The zygote exits when the platform closes the socket.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import gc
 import io
 import json
 import os
+import pkgutil  # noqa: F401 - runpy imports it for every run; so, once, here
 import resource
 import runpy
 import selectors
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -72,6 +77,9 @@ def main(argv: Sequence[str]) -> None:
     if sys.path and sys.path[0] == "":
         del sys.path[0]
     preloaded, failed = _preload(json.loads(argv[1]))
+    # Keep the preloaded objects out of the children's garbage collections: collecting
+    # would write to (and so copy) every page the children share with the zygote.
+    gc.freeze()
     _send(control, {"ready": {"pid": os.getpid(), "preloaded": preloaded, "failed": failed}})
     Zygote(control).serve()
 
@@ -153,11 +161,7 @@ class Zygote:
         _send(self.control, {"id": run_id, "status": status})
 
     def _become_child(self, request: dict[str, Any], fds: list[int]) -> NoReturn:
-        """In the fork: shed the zygote and become the script; ends the process.
-
-        The script ends by SystemExit (rather than os._exit) so that the interpreter stops
-        as after `python script.py`: non-daemon threads joined, atexit handlers run.
-        """
+        """In the fork: shed the zygote, become the script, and end the process."""
         try:
             os.setpgid(0, 0)
             null = os.open(os.devnull, os.O_RDONLY)
@@ -178,11 +182,11 @@ class Zygote:
         except BaseException as error:
             os.write(2, f"servicebay: cannot start the script: {error}\n".encode())
             os._exit(127)
-        raise SystemExit(_run_script(request["argv"]))
+        os._exit(_finish(_run_script(request["argv"])))
 
 
 def _run_script(argv: list[str]) -> object:
-    """Run the script as `python script args...` would; the result is its exit status."""
+    """Run the script as `python script args...` would; the result is a SystemExit code."""
     script = os.path.abspath(argv[0])
     try:
         with open(script, "rb"):
@@ -201,14 +205,38 @@ def _run_script(argv: list[str]) -> object:
         trace = error.__traceback__
         while trace is not None and trace.tb_frame.f_code.co_filename != script:
             trace = trace.tb_next
-        sys.excepthook(type(error), error, trace)
+        sys.excepthook(type(error), error, error.with_traceback(trace).__traceback__)
         if isinstance(error, KeyboardInterrupt):
             # Die of SIGINT, as CPython does, so the platform sees the real cause.
             sys.stderr.flush()
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGINT)
         return 1
-    return 0
+    return None
+
+
+def _finish(code: object) -> int:
+    """End as the interpreter does, but without tearing down every module and object.
+
+    Non-daemon threads are joined, atexit handlers run (logging flushes its files), the
+    exit code is read as SystemExit's. The teardown that is skipped would touch every page
+    inherited from the zygote, which costs more than the whole run of a small script.
+    """
+    main = threading.main_thread()
+    for thread in threading.enumerate():
+        if thread is not main and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    status = 0
+    if isinstance(code, int):
+        status = code & 0xFF
+    elif code is not None:
+        print(code, file=sys.stderr)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed or broken stream has nothing to flush
+            stream.flush()
+    return status
 
 
 def _close(fds: Sequence[int]) -> None:

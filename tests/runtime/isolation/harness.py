@@ -60,10 +60,15 @@ class Sandbox:
     python: str
     """An interpreter that `uid` may execute."""
 
+    def install(self, *names: str) -> None:
+        """Copy files of this folder into the deployment's, as a deploy would."""
+        for name in names:
+            shutil.copy(SCRIPTS / name, self.deployment / name)
+        prepare_private_dir(self.deployment, self.uid)
+
     def spec(self, script: str, *args: str, **overrides: Any) -> ProcessSpec:
         """A spec running `script` (a file next to this module) from the deployment folder."""
-        shutil.copy(SCRIPTS / script, self.deployment / script)
-        prepare_private_dir(self.deployment, self.uid)
+        self.install(script)
         settings: dict[str, Any] = {
             "timeout_seconds": 60.0,
             "memory_mb": 512,
@@ -174,13 +179,19 @@ def report_of(result: ProcessResult) -> dict[str, Any]:
     return parsed
 
 
+PF_EXITING = 0x4
+"""The kernel's flag on a process it is tearing down (it has had its fatal signal)."""
+
+
 def alive(pid: int) -> bool:
-    """True while `pid` runs; a zombie (dead, not yet reaped) counts as gone."""
+    """True while `pid` runs; a process being torn down or not yet reaped counts as gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    fields = stat.rsplit(")", 1)[1].split()
+    state, flags = fields[0], int(fields[6])
+    return state not in ("Z", "X") and not flags & PF_EXITING
 
 
 def pids_in(lines: list[LogLine] | tuple[LogLine, ...], label: str) -> list[int]:

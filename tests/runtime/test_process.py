@@ -206,6 +206,18 @@ def test_an_uncaught_error_exits_1_with_its_traceback(
     assert errors[-1] == "ZeroDivisionError: division by zero"
 
 
+def test_a_script_ends_as_python_ends_it(
+    sandbox: Sandbox, runner: asyncio.Runner, launch: Launch
+) -> None:
+    result = runner.run(launch(sandbox.spec("end_like_python.py")))
+
+    assert result.exit_code == 1
+    assert stdout_of(result) == ["main finished", "thread finished", "atexit handler ran"]
+    assert [line.text for line in result.lines if line.stream == "stderr"] == [
+        "leaving with a message"
+    ]
+
+
 def test_a_timeout_kills_a_script_that_ignores_sigterm_and_its_grandchild(
     sandbox: Sandbox, runner: asyncio.Runner, launch: Launch
 ) -> None:

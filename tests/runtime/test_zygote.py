@@ -9,6 +9,7 @@ runs, and a zygote that dies being replaced.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -19,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from servicebay.runtime.process import ProcessSpec
-from servicebay.runtime.zygote import Zygote, ZygoteError
+from servicebay.runtime.process import ProcessResult, ProcessSpec
+from servicebay.runtime.sdk_stage import stage_sdk
+from servicebay.runtime.zygote import DEFAULT_PRELOAD, Zygote, ZygoteError
 from tests.runtime.isolation.harness import (  # noqa: F401 - fixtures
     SCRIPTS,
     Launch,
@@ -36,6 +38,7 @@ from tests.runtime.isolation.harness import (  # noqa: F401 - fixtures
 from tests.runtime.test_process import (  # noqa: F401 - the same specification, re-run here
     test_a_cancel_event_ends_the_run_and_reports_it,
     test_a_script_cannot_reach_the_instance_other_deployments_or_the_platform,
+    test_a_script_ends_as_python_ends_it,
     test_a_script_has_its_own_process_group_and_only_its_three_streams,
     test_a_script_killed_by_a_signal_reports_the_signal,
     test_a_script_makes_private_files_and_runs_under_its_limits,
@@ -129,6 +132,50 @@ def test_concurrent_runs_each_have_their_own_process_and_environment(
 
     assert [report["run"] for report in reports] == [str(number) for number in range(8)]
     assert len({report["pid"] for report in reports}) == 8
+
+
+def test_the_staged_sdk_is_preloaded_and_answers_a_webhook_call(
+    sandbox: Sandbox, runner: asyncio.Runner
+) -> None:
+    sdk = stage_sdk(sandbox.root / "sdk")
+    sdk.chmod(0o755)
+    call = sandbox.deployment / "call.json"
+    answer = sandbox.deployment / "answer.json"
+    body = base64.b64encode(b'{"amount": 12}').decode()
+    call.write_text(
+        json.dumps(
+            {
+                "method": "POST",
+                "path": "/",
+                "query": [["name", "julius"]],
+                "headers": [["content-type", "application/json"]],
+                "body_base64": body,
+            }
+        )
+    )
+    spec = sandbox.spec("answer_webhook.py")
+    spec = replace(
+        spec,
+        env={"BAY_WEBHOOK_REQUEST": str(call), "BAY_WEBHOOK_RESPONSE": str(answer)},
+    )
+
+    async def scenario() -> tuple[list[str], ProcessResult]:
+        async with Zygote(
+            sandbox.python, sandbox.deployment, {"PYTHONPATH": str(sdk)}, uid=sandbox.uid
+        ) as zygote:
+            return zygote.preloaded, await zygote.run(spec)
+
+    preloaded, result = runner.run(scenario())
+
+    assert preloaded == list(DEFAULT_PRELOAD)
+    assert result.exit_code == 0, result.lines
+    answered = json.loads(answer.read_text())
+    assert answered["status_code"] == 201
+    assert json.loads(base64.b64decode(answered["body_base64"])) == {
+        "method": "POST",
+        "name": "julius",
+        "body": {"amount": 12},
+    }
 
 
 def test_a_zygote_that_died_is_replaced_for_the_next_run(

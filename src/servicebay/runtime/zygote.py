@@ -71,7 +71,9 @@ DEFAULT_PRELOAD: tuple[str, ...] = (
     "uuid",
     "zoneinfo",
     "servicebay",
+    "servicebay.sdk",
     "servicebay.webhook",
+    "internal_sdk",
 )
 """What the zygote imports before its first fork: what scripts commonly import, and the SDK
 (found on the staged `PYTHONPATH`; a module that is missing is reported, not fatal)."""

@@ -218,21 +218,22 @@ def _run_script(argv: list[str]) -> object:
 def _finish(code: object) -> int:
     """End as the interpreter does, but without tearing down every module and object.
 
-    Non-daemon threads are joined, atexit handlers run (logging flushes its files), the
-    exit code is read as SystemExit's. The teardown that is skipped would touch every page
-    inherited from the zygote, which costs more than the whole run of a small script.
+    The exit code is read as SystemExit's (a message is printed at once), non-daemon
+    threads are joined, atexit handlers run (logging flushes its files). The teardown that
+    is skipped would touch every page inherited from the zygote, which costs more than the
+    whole run of a small script.
     """
-    main = threading.main_thread()
-    for thread in threading.enumerate():
-        if thread is not main and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
     status = 0
     if isinstance(code, int):
         status = code & 0xFF
     elif code is not None:
         print(code, file=sys.stderr)
         status = 1
+    main = threading.main_thread()
+    for thread in threading.enumerate():
+        if thread is not main and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed or broken stream has nothing to flush
             stream.flush()

@@ -61,6 +61,52 @@ class Settings(BaseSettings):
         ge=1024,
         description="A run's log is kept up to this size; the rest is dropped with a note.",
     )
+    smtp_host: str | None = Field(
+        default=None, description="The SMTP server alert e-mails go through; none when unset."
+    )
+    smtp_port: int = Field(
+        default=25, ge=1, le=65535, description="25, 587 with STARTTLS, 465 with SSL."
+    )
+    smtp_username: str | None = Field(
+        default=None, description="Log in to the SMTP server as this user, when set."
+    )
+    smtp_password: str | None = Field(
+        default=None, repr=False, description="The SMTP user's password (never logged)."
+    )
+    smtp_from: str | None = Field(
+        default=None,
+        description="The alert e-mails' sender; `servicebay@<this host's name>` when unset.",
+    )
+    smtp_starttls: bool = Field(
+        default=False, description="Upgrade the SMTP connection with STARTTLS (port 587)."
+    )
+    smtp_ssl: bool = Field(
+        default=False, description="Speak SMTP over TLS from the start (port 465)."
+    )
+    alert_slack_secret: str | None = Field(
+        default=None,
+        pattern=r"^[A-Z_][A-Z0-9_]{0,127}$",
+        description="The name of the secret holding the Slack incoming-webhook URL alerts "
+        "are posted to; the secret must allow `alerts`.",
+    )
+    alert_webhook_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        repr=False,
+        description="A URL each alert is POSTed to as JSON (it may carry a token: never logged).",
+    )
+    alert_retry_attempts: int = Field(
+        default=3, ge=1, le=20, description="Tries per alert and channel before giving up."
+    )
+    alert_retry_backoff_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=300,
+        description="The wait before a channel's second try, doubled after each try.",
+    )
+    alert_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="How long one try of one channel may take."
+    )
 
     @property
     def resolved_database_url(self) -> str:

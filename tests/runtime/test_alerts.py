@@ -123,16 +123,35 @@ def _authenticate(
     return AuthResult(success=good, handled=False)
 
 
-@pytest.fixture
-def tls_smtp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Smtp]:
-    """An SMTP server that requires STARTTLS and a login, with a certificate for 127.0.0.1
-    that this process trusts (SSL_CERT_FILE), as a company's own CA would be."""
-    certificate, key = _self_signed(tmp_path)
+def _trusted_server_context(folder: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+    """A certificate for 127.0.0.1 that this process trusts (SSL_CERT_FILE), as a
+    company's own CA would be."""
+    certificate, key = _self_signed(folder)
     monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(certificate, key)
+    return context
+
+
+@pytest.fixture
+def tls_smtp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Smtp]:
+    """An SMTP server that requires STARTTLS and a login."""
     yield from _serve_smtp(
-        tls_context=context, require_starttls=True, auth_required=True, authenticator=_authenticate
+        tls_context=_trusted_server_context(tmp_path, monkeypatch),
+        require_starttls=True,
+        auth_required=True,
+        authenticator=_authenticate,
+    )
+
+
+@pytest.fixture
+def smtps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Smtp]:
+    """An SMTP server speaking TLS from the first byte (port 465 style), with a login."""
+    yield from _serve_smtp(
+        ssl_context=_trusted_server_context(tmp_path, monkeypatch),
+        auth_required=True,
+        auth_require_tls=False,
+        authenticator=_authenticate,
     )
 
 
@@ -805,6 +824,24 @@ def test_email_over_starttls_with_a_login(
     asyncio.run(scenario())
 
     assert len(tls_smtp.mailbox.messages) == 1
+
+
+# aiosmtpd's AUTH-without-STARTTLS warning does not know that the whole connection is TLS.
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
+def test_email_over_ssl_with_a_login(tmp_path: Path, smtps: Smtp, receiver: Receiver) -> None:
+    settings = settings_for(
+        tmp_path, smtps, receiver,
+        smtp_ssl=True, smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD,
+    )  # fmt: skip
+
+    async def scenario() -> None:
+        async with node(settings) as (instance, alerter):
+            deployment = await deploy(instance)
+            await finish(instance, alerter, deployment, "failed")
+
+    asyncio.run(scenario())
+
+    assert len(smtps.mailbox.messages) == 1
 
 
 def test_secrets_never_reach_the_logs(

@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import time
@@ -74,8 +73,6 @@ READ_BYTES = 64 * 1024
 
 TRUNCATION_NOTE = "[servicebay] log truncated: {kept} bytes kept, {dropped} bytes dropped"
 
-_LINE = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (stdout|stderr) (.*)", re.DOTALL)
-
 
 class ProcessError(Exception):
     """The script could not be started; the message says why and what to check."""
@@ -93,18 +90,6 @@ class LogLine:
         """The stored form: `2026-11-29T09:00:00.123Z stdout text`."""
         stamp = self.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
         return f"{stamp}.{self.at.microsecond // 1000:03d}Z {self.stream} {self.text}"
-
-    @classmethod
-    def parse(cls, stored: str) -> LogLine:
-        """Read back a line in the stored form (the inverse of `str`)."""
-        match = _LINE.fullmatch(stored)
-        if match is None:
-            raise ValueError(
-                f"not a log line {stored[:80]!r}: expected '<UTC time>Z stdout|stderr <text>'"
-            )
-        at = datetime.strptime(match[1], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-        stream: Stream = "stdout" if match[2] == "stdout" else "stderr"
-        return cls(at, stream, match[3])
 
 
 @dataclass(frozen=True)
@@ -203,17 +188,28 @@ def prepare_private_dir(path: Path, uid: int | None) -> Path:
     """Make `path` (and what is in it) private to `uid`: mode 0700, owner uid:uid.
 
     Missing parents are created as usual (they must let `uid` pass: mode 0711 or 0755).
-    Contents are handed over too, e.g. a bundle extracted by the platform. The walk never
-    follows a symbolic link, so a link planted in the folder cannot redirect the change
-    of owner to a file elsewhere. With `uid` None (not root) only the mode is set.
+    Contents are handed over too, e.g. a bundle extracted by the platform. Nothing here
+    follows a symbolic link, neither `path` itself nor anything in it, so a link planted by
+    a script cannot redirect the change of mode or owner to a file elsewhere. With `uid`
+    None (not root) only the mode is set.
     """
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.chmod(0o700)
-    if uid is not None:
-        for _, dirs, files, top in os.fwalk(path, follow_symlinks=False):
-            os.chown(top, uid, uid)
-            for name in (*dirs, *files):
-                os.chown(name, uid, uid, dir_fd=top, follow_symlinks=False)
+    try:
+        folder = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as error:
+        raise ProcessError(
+            f"cannot make {path} a private folder: {error.strerror} (it must be a folder, "
+            "not a symbolic link; remove it and it is created afresh)"
+        ) from None
+    try:
+        os.fchmod(folder, 0o700)
+        if uid is not None:
+            for _, dirs, files, top in os.fwalk(".", dir_fd=folder, follow_symlinks=False):
+                os.chown(top, uid, uid)
+                for name in (*dirs, *files):
+                    os.chown(name, uid, uid, dir_fd=top, follow_symlinks=False)
+    finally:
+        os.close(folder)
     return path
 
 

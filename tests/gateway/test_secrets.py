@@ -112,9 +112,10 @@ def test_a_secret_name_must_be_an_environment_variable_name(admin: httpx.Client,
 
 
 @pytest.mark.parametrize(
-    "allow", [["everyone"], ["service:"], ["service:Bad"], ["user:a@b"], ["webhook:hook"]]
+    "allow",
+    [["everyone"], ["service:"], ["service:Bad"], ["user:a@b"], ["webhook:hook"], ["alerts:x"]],
 )
-def test_an_allow_entry_must_name_a_service_or_a_deployment(
+def test_an_allow_entry_must_name_a_service_a_deployment_or_the_alerts(
     admin: httpx.Client, allow: list[str]
 ) -> None:
     name = secret_name()

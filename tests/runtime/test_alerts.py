@@ -289,13 +289,12 @@ async def node(settings: Settings) -> AsyncIterator[tuple[Instance, Alerter]]:
 async def keep_slack_url(
     instance: Instance, url: str, allow: tuple[str, ...] = (SLACK_ALLOW_ENTRY,)
 ) -> None:
-    """The Slack incoming-webhook URL as a secret, allowed for `alerts` (or `allow`): the
-    row as `bay secrets allow SLACK_ALERTS_URL alerts` leaves it."""
+    """The Slack incoming-webhook URL as a secret, allowed for `alerts` (or `allow`), as
+    `bay secrets set SLACK_ALERTS_URL --allow alerts` stores it."""
     async with instance.sessions() as session, session.begin():
-        secret, _ = await secret_store.put_secret(
-            session, instance.master_key, name=SLACK_SECRET, value=url, allow=None
+        await secret_store.put_secret(
+            session, instance.master_key, name=SLACK_SECRET, value=url, allow=list(allow)
         )
-        secret.allow = list(allow)
 
 
 async def deploy(

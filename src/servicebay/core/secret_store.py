@@ -17,7 +17,8 @@ from servicebay.core.grants import NAME
 from servicebay.core.models import Secret, utcnow
 
 SECRET_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
-ALLOW_ENTRY = re.compile(rf"^(?:service|deployment):{NAME}$")
+ALLOW_ENTRY = re.compile(rf"^(?:(?:service|deployment):{NAME}|alerts)$")
+"""Who may receive a secret: a service, a deployment, or the alerts (a Slack URL)."""
 MAX_VALUE_BYTES = 64 * 1024
 
 
@@ -36,7 +37,7 @@ def validate_allow(allow: list[str]) -> list[str]:
     if bad:
         raise InvalidInput(
             f"invalid allow-list entr{'y' if len(bad) == 1 else 'ies'} "
-            f"{', '.join(map(repr, bad))}: use service:<name> or deployment:<name>",
+            f"{', '.join(map(repr, bad))}: use service:<name>, deployment:<name> or alerts",
             errors=[
                 {"loc": ["body", "allow"], "msg": f"invalid entry {entry!r}", "type": "value_error"}
                 for entry in bad

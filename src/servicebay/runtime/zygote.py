@@ -270,31 +270,23 @@ class Zygote:
                 f"the run's arguments and environment take {len(data)} bytes, more than the "
                 f"{zygote_main.PACKET_BYTES} a zygote accepts: pass large data in a file"
             )
+        process = await self._running()
         try:
-            return await self._send(request["id"], data, fds)
+            return process, await _send(process, request["id"], data, fds)
         except (BrokenPipeError, ConnectionResetError):
-            pass
-        # The zygote died before it could read the request, so nothing ran: once more.
-        if self._process is not None:
-            await asyncio.wait([self._process.supervisor])
+            # It died before it could read the request, so nothing ran: once more, on a
+            # new zygote once this one's end has been seen.
+            await asyncio.wait([process.supervisor])
+        process = await self._running()
         try:
-            return await self._send(request["id"], data, fds)
+            return process, await _send(process, request["id"], data, fds)
         except (BrokenPipeError, ConnectionResetError) as error:
             raise ZygoteError(f"the zygote does not take requests: {error}") from None
 
-    async def _send(self, run_id: int, data: bytes, fds: list[int]) -> tuple[_Process, _Run]:
+    async def _running(self) -> _Process:
         await self.start()
-        process = self._process
-        assert process is not None
-        loop = asyncio.get_running_loop()
-        run = _Run(loop.create_future(), loop.create_future())
-        process.runs[run_id] = run
-        try:
-            await _send_with_fds(process.control, data, fds)
-        except BaseException:
-            del process.runs[run_id]
-            raise
-        return process, run
+        assert self._process is not None
+        return self._process
 
     def _alive(self) -> bool:
         return self._process is not None and not self._process.supervisor.done()
@@ -381,6 +373,19 @@ def _fail(process: _Process, message: str) -> None:
             if not future.done():
                 future.set_exception(ZygoteError(message))
     process.runs.clear()
+
+
+async def _send(process: _Process, run_id: int, data: bytes, fds: list[int]) -> _Run:
+    """Send a request, its run registered first so that no answer finds it missing."""
+    loop = asyncio.get_running_loop()
+    run = _Run(loop.create_future(), loop.create_future())
+    process.runs[run_id] = run
+    try:
+        await _send_with_fds(process.control, data, fds)
+    except BaseException:
+        del process.runs[run_id]
+        raise
+    return run
 
 
 async def _send_with_fds(control: socket.socket, data: bytes, fds: list[int]) -> None:

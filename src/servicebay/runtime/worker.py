@@ -525,12 +525,12 @@ class Worker:
 
     def _prepare_layout(self) -> None:
         """Stage the SDK; as root, let run users pass (not list) the folders to their own."""
-        stage_sdk(self.layout.sdk)
+        stage_sdk(self.layout.sdk).chmod(0o755)
         runs_root = self.layout.run_dir("x").parent
         runs_root.mkdir(mode=0o700, parents=True, exist_ok=True)
         if os.geteuid() == 0:
             for folder in (self.layout.home, self.layout.root, runs_root):
-                folder.chmod(0o711)
+                folder.chmod(stat.S_IMODE(folder.stat().st_mode) | 0o011)
             blocked = blocked_on_the_way(runs_root, RUN_UID_BASE)
             if blocked is not None:
                 log.warning(

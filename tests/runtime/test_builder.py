@@ -32,8 +32,10 @@ from servicebay.runtime.layout import Layout
 
 
 def make_wheel(folder: Path, name: str, version: str) -> Path:
-    """A pure-Python wheel of module `name` whose `VERSION` is `version`."""
+    """A pure-Python wheel of module `name` whose `VERSION` is `version`, in `folder`,
+    which the build user may read."""
     folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o755)
     dist = f"{name}-{version}.dist-info"
     files = {
         f"{name}/__init__.py": f"VERSION = {version!r}\n",
@@ -50,12 +52,21 @@ def make_wheel(folder: Path, name: str, version: str) -> Path:
     with zipfile.ZipFile(wheel, "w") as archive:
         for path, text in {**files, f"{dist}/RECORD": "\n".join(record) + "\n"}.items():
             archive.writestr(path, text)
+    wheel.chmod(0o644)
     return wheel
 
 
 def offline_pip(wheels: Path) -> dict[str, str]:
     """pip settings that install from `wheels` only, whatever this machine's pip config."""
     return {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels), "PIP_CONFIG_FILE": os.devnull}
+
+
+@pytest.fixture(autouse=True)
+def private_umask() -> Iterator[None]:
+    """As `bay serve` runs: what it creates is its own unless it says otherwise."""
+    previous = os.umask(0o077)
+    yield
+    os.umask(previous)
 
 
 @pytest.fixture
@@ -71,7 +82,6 @@ def wheels(home: Path) -> Path:
     folder = home / "wheels"
     make_wheel(folder, "baytiny", "1.0")
     make_wheel(folder, "baytiny", "2.0")
-    folder.chmod(0o755)
     return folder
 
 

@@ -273,11 +273,13 @@ class Builder:
         try:
             for leftover in (environment, scratch):
                 await asyncio.to_thread(shutil.rmtree, leftover, ignore_errors=True)
+            listed = scratch / "requirements.txt"
             for folder in (environment, scratch):
-                folder.mkdir(mode=0o755)
+                folder.mkdir()
+            listed.write_text(requirements, encoding="utf-8")
+            for path in (environment, scratch, listed):  # the platform's umask is 077
                 if self.uid is not None:
-                    os.chown(folder, self.uid, self.uid)
-            (scratch / "requirements.txt").write_text(requirements, encoding="utf-8")
+                    os.chown(path, self.uid, self.uid)
             venv = [interpreter.path, "-m", "venv", *([] if wanted else ["--without-pip"])]
             await self._step([*venv, str(environment)], scratch, environment, deadline, on_line)
             if wanted:

@@ -122,7 +122,7 @@ def receive_bundle(layout: Layout, data: bytes, name: str | None) -> Upload:
             ) from None
         check = check_folder(folder)
         if not check.ok or check.config is None or check.kind is None:
-            raise FolderInvalid(check.problems)
+            raise _folder_invalid(check.problems)
         assert check.config_file is not None
         _refuse_later_kinds(check.config_file, check.config)
         requirements = folder / REQUIREMENTS
@@ -169,6 +169,15 @@ def deployment_name(config_file: str, config: DeploymentConfig, given: str | Non
             errors=[{"loc": ["body", "name"], "msg": f"must be {named!r}", "type": "value_error"}],
         )
     return named
+
+
+def _folder_invalid(problems: Sequence[Problem]) -> FolderInvalid:
+    """Every problem, each error naming its file and field outright as well as in `loc`."""
+    invalid = FolderInvalid(problems)
+    invalid.errors = [
+        problem.as_error() | {"file": problem.file, "field": problem.field} for problem in problems
+    ]
+    return invalid
 
 
 def _refuse_later_kinds(config_file: str, config: DeploymentConfig) -> None:

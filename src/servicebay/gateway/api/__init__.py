@@ -6,8 +6,18 @@ Each module's router carries the full prefix, so a route knows its whole path te
 
 from fastapi import APIRouter
 
-from servicebay.gateway.api import audit, grants, keys, me, secrets, services, templates, users
+from servicebay.gateway.api import (
+    audit,
+    deployments,
+    grants,
+    keys,
+    me,
+    secrets,
+    services,
+    templates,
+    users,
+)
 
 router = APIRouter()
-for module in (me, users, keys, grants, secrets, services, templates, audit):
+for module in (me, users, keys, grants, secrets, services, templates, deployments, audit):
     router.include_router(module.router)

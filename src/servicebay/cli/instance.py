@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -12,6 +11,7 @@ import typer
 
 from servicebay.cli.admin import JsonFlag
 from servicebay.cli.output import console, fail, new_key_notice, print_json, success
+from servicebay.runtime.node import Role
 
 # The server side (SQLAlchemy, Alembic, FastAPI) is imported only by the commands that
 # need it: it would triple the start-up time of every other `bay` command.
@@ -27,13 +27,6 @@ Home = Annotated[
         show_default=False,
     ),
 ]
-
-
-class Role(StrEnum):
-    """What a `bay serve` process does; `api` equals `all` until scheduler and workers exist."""
-
-    all = "all"
-    api = "api"
 
 
 def instance_settings(
@@ -139,10 +132,21 @@ def serve(
         typer.Option("--port", min=1, max=65535, help="Port to listen on (default 8600)."),
     ] = None,
     role: Annotated[
-        Role, typer.Option("--role", help="all, or api; the same until workers exist.")
+        Role,
+        typer.Option(
+            "--role",
+            envvar="BAY_ROLE",
+            help="What this process does besides serving HTTP: all (the scheduler and run "
+            "workers too), api (HTTP only), scheduler, or worker (runs queued runs).",
+        ),
     ] = Role.all,
 ) -> None:
-    """Run the platform until interrupted (Ctrl-C)."""
+    """Run the platform until interrupted (Ctrl-C).
+
+    One process plays every role by default. To scale out, point every process at one
+    PostgreSQL (BAY_DATABASE_URL) and start `--role api` behind the load balancer and
+    `--role worker` elsewhere.
+    """
     from sqlalchemy.engine import make_url
 
     from servicebay.core.errors import ServiceBayError
@@ -159,6 +163,6 @@ def serve(
             f"Create one with `bay init --home {settings.home}`, or set BAY_HOME.",
         )
     try:
-        run_gateway(settings)
+        run_gateway(settings, role=role)
     except ServiceBayError as exc:
         fail(exc.message)

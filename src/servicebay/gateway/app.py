@@ -1,4 +1,9 @@
-"""The gateway application: `create_app(settings)` builds everything a node serves."""
+"""The gateway application: `create_app(settings, role)` builds everything a node serves.
+
+Every node serves HTTP and sends alerts; its role says which background parts it runs
+besides (the run worker for `all` and `worker`), started with the app and stopped, in
+reverse order, before it closes.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,9 @@ from servicebay.gateway.dispatch import ServiceCalls
 from servicebay.gateway.envelope import Envelope
 from servicebay.gateway.limits import RateLimiter
 from servicebay.gateway.metrics import GatewayMetrics
+from servicebay.runtime.alerts import Alerter
+from servicebay.runtime.node import Component, Node, Role
+from servicebay.runtime.worker import Worker
 from servicebay.services.registry import ServiceRegistry
 
 log = logging.getLogger(__name__)
@@ -30,7 +38,7 @@ or `?api_key=bay_...`. Errors are `application/problem+json` (RFC 9457).
 """
 
 
-def create_app(settings: Settings) -> Envelope:
+def create_app(settings: Settings, role: Role = Role.all) -> Envelope:
     """The FastAPI app inside its envelope, which sits outside FastAPI's own error handling
     so that even a 500 answer carries a request id and is audited."""
     metrics = GatewayMetrics()
@@ -42,11 +50,24 @@ def create_app(settings: Settings) -> Envelope:
         app.state.services = ServiceRegistry(
             instance.sessions, instance.master_key, ttl=settings.auth_cache_seconds
         )
+        app.state.alerter = Alerter(instance, registry=metrics.registry)
+        components: list[Component] = [app.state.alerter]
+        if role.runs(Role.worker):
+            app.state.worker = Worker(instance, on_finished=app.state.alerter.run_finished)
+            components.append(app.state.worker)
+        node = Node(components)
         await instance.audit.write(AuditRecord(action="gateway.start", outcome="allowed"))
-        log.info("ServiceBay %s serving %s", servicebay.__version__, settings.base_url)
         try:
+            await node.start()
+            log.info(
+                "ServiceBay %s serving %s as role %s",
+                servicebay.__version__,
+                settings.base_url,
+                role,
+            )
             yield
         finally:
+            await node.stop()
             await app.state.services.close()
             await instance.close()
 
@@ -61,6 +82,7 @@ def create_app(settings: Settings) -> Envelope:
         redirect_slashes=False,
     )
     app.state.metrics = metrics
+    app.state.worker = None
     app.state.rate_limiter = RateLimiter(
         per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst
     )

@@ -9,14 +9,22 @@ import uvicorn
 from servicebay.core.settings import Settings
 from servicebay.gateway import logs
 from servicebay.gateway.app import create_app
+from servicebay.runtime.node import Role
 
 
-def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
-    """Serve until interrupted; files the platform creates are readable by it alone."""
+def serve(
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    role: Role = Role.all,
+) -> None:
+    """Serve until interrupted, with the background parts of `role`; files the platform
+    creates are readable by it alone."""
     os.umask(0o077)
     logs.configure(settings)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, role),
         host=host or settings.host,
         port=port or settings.port,
         log_config=None,

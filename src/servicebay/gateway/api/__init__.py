@@ -12,6 +12,7 @@ from servicebay.gateway.api import (
     grants,
     keys,
     me,
+    runs,
     secrets,
     services,
     templates,
@@ -19,5 +20,5 @@ from servicebay.gateway.api import (
 )
 
 router = APIRouter()
-for module in (me, users, keys, grants, secrets, services, templates, deployments, audit):
+for module in (me, users, keys, grants, secrets, services, templates, deployments, runs, audit):
     router.include_router(module.router)

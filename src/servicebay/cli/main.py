@@ -7,7 +7,18 @@ from typing import Annotated
 import typer
 
 from servicebay import __version__
-from servicebay.cli import admin, audit, demo, deploy, instance, login, new, secrets, services
+from servicebay.cli import (
+    admin,
+    audit,
+    demo,
+    deploy,
+    instance,
+    login,
+    new,
+    runs,
+    secrets,
+    services,
+)
 from servicebay.cli.client import Target
 
 app = typer.Typer(
@@ -73,6 +84,8 @@ app.add_typer(services.services, name="services", rich_help_panel="Services")
 app.command(rich_help_panel="Deployments")(new.new)
 app.command(rich_help_panel="Deployments")(deploy.deploy)
 app.add_typer(deploy.deployments, name="deployments", rich_help_panel="Deployments")
+app.command(rich_help_panel="Deployments")(runs.run)
+app.add_typer(runs.runs, name="runs", rich_help_panel="Deployments")
 
 if __name__ == "__main__":
     app()

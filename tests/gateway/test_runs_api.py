@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from servicebay.core.db import create_engine, session_factory
+from servicebay.runtime.bundle import build_bundle
 from servicebay.runtime.layout import Layout
 from tests.conftest import Server
 from tests.runtime.runs_support import Deployed, deploy_script, passable_home
@@ -123,6 +126,41 @@ def test_a_run_acts_as_its_owner_with_a_key_that_dies_with_it(
         refused = leaked.get("/api/v1/me")
     assert refused.status_code == 401
     assert "revoked" in refused.json()["detail"]
+
+
+def test_a_folder_deployed_through_the_api_runs_with_the_sdk_as_its_owner(
+    node: Server, analyst: tuple[str, str], tmp_path: Path
+) -> None:
+    email, key = analyst
+    folder = tmp_path / f"report_{secrets.token_hex(3)}"
+    folder.mkdir()
+    (folder / "README.md").write_text("# Report\n")
+    (folder / "cron.json").write_text('{"cron_frequency": "@daily", "script_to_run": "main.py"}')
+    (folder / "main.py").write_text(
+        "from servicebay import Client\nprint('me:', Client().get('api/v1/me')['email'])\n"
+    )
+    with node.client(key) as client:
+        sent = client.post(
+            "/api/v1/deployments",
+            files={"bundle": ("bundle.tar.gz", build_bundle(folder).data, "application/gzip")},
+            data={"name": folder.name},
+        )
+        assert sent.status_code == 202, sent.text
+        deadline = time.monotonic() + 180
+        while (status := _version_status(client, folder.name)) == "building":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert status == "ready"
+        run_id = client.post(f"/api/v1/deployments/{folder.name}/runs").json()["id"]
+        ended = finished(client, run_id)
+        log = client.get(f"/api/v1/runs/{run_id}/logs", headers={"Accept": "text/plain"})
+    assert ended["status"] == "succeeded", log.text
+    assert f"stdout me: {email}" in log.text
+
+
+def _version_status(client: httpx.Client, name: str) -> str:
+    status: str = client.get(f"/api/v1/deployments/{name}/versions/1").json()["status"]
+    return status
 
 
 def test_triggering_needs_a_ready_deployment_and_the_right_to_manage_it(

@@ -120,6 +120,16 @@ def test_every_problem_is_listed_before_anything_is_sent(
     assert admin.get(f"/api/v1/deployments/{folder.name}").status_code == 404
 
 
+def test_a_cron_folder_must_have_a_name_that_can_be_a_url(bay: Bay, tmp_path: Path) -> None:
+    folder = cron_folder(tmp_path).rename(tmp_path / "Weekly Report")
+    result = bay("deploy", str(folder))
+    assert_clean_failure(result, code=1)
+    assert "a cron job is named by its folder, and 'Weekly Report' cannot be a name" in " ".join(
+        result.stderr.split()
+    )
+    assert "Rename the folder" in result.stderr
+
+
 def test_the_articles_config_files_get_their_exact_problems(bay: Bay, tmp_path: Path) -> None:
     cron = make_folder(
         tmp_path,

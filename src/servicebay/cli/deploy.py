@@ -48,7 +48,7 @@ from servicebay.cli.output import (
     when,
 )
 from servicebay.runtime.bundle import BundleError, build_bundle
-from servicebay.runtime.config import CronConfig, ServiceConfig, check_folder
+from servicebay.runtime.config import DEPLOYMENT_NAME, CronConfig, ServiceConfig, check_folder
 from servicebay.runtime.schedule import parse_cron
 
 POLL_SECONDS = 0.5
@@ -145,6 +145,14 @@ def deploy(
             code=EXIT_NO,
         )
     config = check.config
+    if isinstance(config, CronConfig) and not DEPLOYMENT_NAME.fullmatch(folder.name):
+        fail(
+            f"{folder} cannot be deployed: a cron job is named by its folder, and "
+            f"{folder.name!r} cannot be a name",
+            "Rename the folder: lowercase letters, digits, '_' or '-', starting with a "
+            "letter, e.g. weekly_report.",
+            code=EXIT_NO,
+        )
     if isinstance(config, ServiceConfig) and config.kind != "code":
         services.register(ctx, folder, as_json)
         return

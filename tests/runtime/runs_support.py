@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from servicebay.core.models import Deployment, DeploymentVersion, Run, User, new_id, utcnow
-from servicebay.runtime.config import CronConfig
+from servicebay.runtime.config import CronConfig, WebhookConfig
 from servicebay.runtime.layout import Layout
 from servicebay.runtime.runs import FINISHED
 
@@ -73,10 +73,15 @@ async def deploy_script(
     status: str = "ready",
     **config: Any,
 ) -> Deployed:
-    """Deploy `script` (as job.py) as version 1 of a new deployment owned by `owner`."""
+    """Deploy `script` (as job.py) as version 1 of a new deployment owned by `owner`; its
+    config is a cron.json (a webhook.json in async mode for kind webhook) with `config`."""
     name = name or f"job-{secrets.token_hex(3)}"
-    settings = {"cron_frequency": "@daily", "script_to_run": "job.py", **config}
-    parsed = CronConfig.model_validate(settings).model_dump(mode="json")
+    if kind == "webhook":
+        settings = {"sub_domain": name, "script_to_run": "job.py", "mode": "async", **config}
+        parsed = WebhookConfig.model_validate(settings).model_dump(mode="json")
+    else:
+        settings = {"cron_frequency": "@daily", "script_to_run": "job.py", **config}
+        parsed = CronConfig.model_validate(settings).model_dump(mode="json")
     source = layout.source(name, 1)
     source.mkdir(parents=True)
     (source / "job.py").write_text(script)

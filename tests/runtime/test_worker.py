@@ -9,6 +9,7 @@ caught mid-run wait for a file named `go` in their working folder, which the tes
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import os
@@ -210,6 +211,35 @@ print("sdk from", Client.__module__, "mode", oct(stat.S_IMODE(os.stat("..").st_m
         assert "sdk from servicebay.sdk.client mode 0o700" in log
         assert "BAY_RUN_INPUT" not in log  # a run without input has no input file
         assert not (bench.layout.run_dir(run.id) / "work").exists()  # the copy is gone
+
+    scenario(home, test)
+
+
+def test_a_webhook_run_reads_its_call_and_answers_through_the_sdk_files(home: Path) -> None:
+    script = """\
+from servicebay.webhook import request, webhook_response
+print("called:", request.method, request.path, request.args, request.json())
+webhook_response.send_response({"ok": True}, status_code=201)
+print("answered")
+"""
+    call = {
+        "method": "POST",
+        "path": "/orders",
+        "query": [["source", "shop"]],
+        "headers": [["content-type", "application/json"]],
+        "body_base64": base64.b64encode(b'{"order": 7}').decode(),
+    }
+
+    async def test(bench: Bench) -> None:
+        deployed = await bench.deploy(script, kind="webhook")
+        async with working(bench):
+            run = await bench.queue(deployed, trigger="webhook", actor=None, input=call)
+            done = await wait_for_run(bench.sessions, run.id)
+        log = await bench.log_of(run.id)
+        assert done.status == "succeeded", log
+        assert "stdout called: POST /orders {'source': 'shop'} {'order': 7}" in log
+        assert "stdout answered" in log
+        assert sorted(path.name for path in bench.layout.run_dir(run.id).iterdir()) == ["output"]
 
     scenario(home, test)
 

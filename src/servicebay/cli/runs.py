@@ -232,7 +232,7 @@ def _run_locally(
     from servicebay.runtime.config import CronConfig, check_folder
     from servicebay.runtime.process import ProcessError, ProcessSpec, run_process
     from servicebay.runtime.sdk_stage import stage_sdk
-    from servicebay.runtime.worker import INPUT, script_environment
+    from servicebay.runtime.worker import INPUT, INPUT_ENV, script_environment
 
     if not folder.is_dir():
         fail(f"{folder} is not a folder", "Give the deployment's folder: bay run DIR --local.")
@@ -260,10 +260,10 @@ def _run_locally(
     output.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bay-run-") as scratch:
         sdk = stage_sdk(Path(scratch) / "sdk")
-        input_file = None
+        files = {}
         if given is not None:
-            input_file = Path(scratch) / INPUT
-            input_file.write_text(json.dumps(given), encoding="utf-8")
+            files[INPUT_ENV] = Path(scratch) / INPUT
+            files[INPUT_ENV].write_text(json.dumps(given), encoding="utf-8")
         spec = ProcessSpec(
             [interpreter, config.script_to_run],
             folder.resolve(),
@@ -275,7 +275,7 @@ def _run_locally(
                 sdk_dir=sdk,
                 bin_dir=Path(interpreter).parent,
                 config_env=config.env,
-                input_file=input_file,
+                files=files,
             ),
             timeout_seconds=config.timeout_seconds,
             memory_mb=config.memory_mb,

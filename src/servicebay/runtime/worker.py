@@ -14,7 +14,9 @@ For each run (DESIGN.md, "What a script sees"):
 - **The deployment's environment** (`Layout.environment`, built by the builder): the
   script runs with `<env>/bin/python`, whose `bin` leads `PATH`.
 - **Exactly this environment:** `INTERNAL_API_KEY`, `BAY_URL`, `BAY_RUN_ID`,
-  `BAY_OUTPUT_DIR`, `BAY_RUN_INPUT` (when the run was given input: a JSON file),
+  `BAY_OUTPUT_DIR`, `BAY_RUN_INPUT` (when the run was given input: a JSON file; for a
+  run triggered by a webhook call, `BAY_WEBHOOK_REQUEST` holding the call and
+  `BAY_WEBHOOK_RESPONSE` to answer it, as `servicebay.webhook` reads and writes them),
   `PYTHONPATH` (the staged SDK), the config's `env`, and the base `runtime.process` adds
   (`PATH`, `LANG`, `HOME`, `TMPDIR`, `PYTHONUNBUFFERED`). Nothing of the platform's.
 - **Its own user** when the platform runs as root (`deployment_uid`), so it can read neither
@@ -96,8 +98,12 @@ ORPHAN_MARGIN = timedelta(minutes=5)
 SWEEP_SECONDS = 60.0
 WORK = "work"
 INPUT = "input.json"
+REQUEST = "request.json"
+RESPONSE = "response.json"
 OUTPUT_ENV = "BAY_OUTPUT_DIR"
 INPUT_ENV = "BAY_RUN_INPUT"
+REQUEST_ENV = "BAY_WEBHOOK_REQUEST"
+RESPONSE_ENV = "BAY_WEBHOOK_RESPONSE"
 
 
 def worker_identity(pid: int | None = None) -> str:
@@ -153,7 +159,7 @@ def script_environment(
     sdk_dir: Path,
     bin_dir: Path,
     config_env: Mapping[str, str],
-    input_file: Path | None,
+    files: Mapping[str, Path],
 ) -> dict[str, str]:
     """What a script sees, besides the base of `ProcessSpec.environment` (DESIGN.md)."""
     env = {
@@ -165,9 +171,7 @@ def script_environment(
         "BAY_RUN_ID": run_id,
         OUTPUT_ENV: str(output_dir),
     }
-    if input_file is not None:
-        env[INPUT_ENV] = str(input_file)
-    return env
+    return {**env, **{name: str(path) for name, path in files.items()}}
 
 
 def blocked_on_the_way(path: Path, uid: int | None) -> Path | None:
@@ -343,7 +347,7 @@ class Worker:
                     sdk_dir=self.layout.sdk,
                     bin_dir=self._python(version).parent,
                     config_env=config.env,
-                    input_file=self._input_file(run),
+                    files=self._files(run),
                 ),
                 uid=uid,
                 timeout_seconds=config.timeout_seconds,
@@ -392,8 +396,13 @@ class Worker:
     def _python(self, version: DeploymentVersion) -> Path:
         return self.layout.environment(version.requirements_digest) / "bin" / "python"
 
-    def _input_file(self, run: Run) -> Path | None:
-        return None if run.input is None else self.layout.run_dir(run.id) / INPUT
+    def _files(self, run: Run) -> dict[str, Path]:
+        """The files the platform and the script exchange, by the variable naming each:
+        a webhook call and its answer, or the run's input."""
+        run_dir = self.layout.run_dir(run.id)
+        if run.trigger == "webhook":
+            return {REQUEST_ENV: run_dir / REQUEST, RESPONSE_ENV: run_dir / RESPONSE}
+        return {} if run.input is None else {INPUT_ENV: run_dir / INPUT}
 
     def _stage(
         self, run: Run, deployment: Deployment, version: DeploymentVersion, uid: int | None
@@ -426,8 +435,9 @@ class Worker:
         run_dir.mkdir(mode=0o700)
         shutil.copytree(source, run_dir / WORK, symlinks=True)
         self.layout.artifacts(run.id).mkdir(mode=0o700)
-        if run.input is not None:
-            (run_dir / INPUT).write_text(json.dumps(run.input), encoding="utf-8")
+        given = self._files(run).get(REQUEST_ENV) or self._files(run).get(INPUT_ENV)
+        if given is not None:
+            given.write_text(json.dumps(run.input or {}), encoding="utf-8")
         prepare_private_dir(run_dir, uid)
         return run_dir / WORK
 
@@ -453,11 +463,12 @@ class Worker:
         return dropped
 
     def _clean(self, run_id: str) -> None:
-        """Remove the run's copy of the source and its input; the output stays."""
+        """Remove the run's copy of the source and the files it exchanged; the output stays."""
         run_dir = self.layout.run_dir(run_id)
         if (run_dir / WORK).exists():
             _remove_tree(run_dir / WORK)
-        (run_dir / INPUT).unlink(missing_ok=True)
+        for name in (INPUT, REQUEST, RESPONSE):
+            (run_dir / name).unlink(missing_ok=True)
 
     async def _issue_key(self, run: Run, owner: User, timeout_seconds: int) -> tuple[str, str]:
         lifetime = timeout_seconds + KILL_GRACE_SECONDS + KEY_MARGIN_SECONDS

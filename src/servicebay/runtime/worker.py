@@ -250,6 +250,7 @@ class Worker:
     async def _claim_loop(self) -> None:
         while True:
             await self._slots.acquire()
+            self._wake.clear()  # before looking: a run queued meanwhile sets it again
             try:
                 run = await self._claim()
             except Exception:
@@ -257,7 +258,6 @@ class Worker:
                 run = None
             if run is None:
                 self._slots.release()
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
                 continue

@@ -72,10 +72,12 @@ def test_serve_without_an_instance_says_to_init(local: Bay, tmp_path: Path) -> N
 
 
 def test_serve_offers_only_the_roles_that_exist(local: Bay, tmp_path: Path) -> None:
-    result = local("serve", "--home", str(tmp_path), "--role", "worker")
+    result = local("serve", "--home", str(tmp_path), "--role", "builder")
 
     assert result.returncode == 2
-    assert "'worker' is not one of" in result.stderr
+    assert "'builder' is not one of" in result.stderr
+    for role in ("all", "api", "scheduler", "worker"):
+        assert role in result.stderr
 
 
 def _free_port() -> int:

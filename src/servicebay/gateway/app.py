@@ -16,6 +16,7 @@ from fastapi import FastAPI
 import servicebay
 from servicebay.core.audit import AuditRecord
 from servicebay.core.instance import Instance
+from servicebay.core.models import Deployment, Run
 from servicebay.core.settings import Settings
 from servicebay.gateway import docs, health, problems
 from servicebay.gateway.api import router as api_router
@@ -24,6 +25,7 @@ from servicebay.gateway.envelope import Envelope
 from servicebay.gateway.limits import RateLimiter
 from servicebay.gateway.metrics import GatewayMetrics
 from servicebay.runtime.alerts import Alerter
+from servicebay.runtime.metrics import QueueWatch, RunMetrics
 from servicebay.runtime.node import Component, Node, Role
 from servicebay.runtime.worker import Worker
 from servicebay.services.registry import ServiceRegistry
@@ -50,10 +52,16 @@ def create_app(settings: Settings, role: Role = Role.all) -> Envelope:
         app.state.services = ServiceRegistry(
             instance.sessions, instance.master_key, ttl=settings.auth_cache_seconds
         )
-        app.state.alerter = Alerter(instance, registry=metrics.registry)
-        components: list[Component] = [app.state.alerter]
+        app.state.alerter = alerter = Alerter(instance, registry=metrics.registry)
+        run_metrics = RunMetrics(metrics.registry)
+
+        async def run_finished(deployment: Deployment, run: Run) -> None:
+            run_metrics.observe(deployment, run)
+            await alerter.run_finished(deployment, run)
+
+        components: list[Component] = [alerter, QueueWatch(instance.sessions, run_metrics)]
         if role.runs(Role.worker):
-            app.state.worker = Worker(instance, on_finished=app.state.alerter.run_finished)
+            app.state.worker = Worker(instance, on_finished=run_finished)
             components.append(app.state.worker)
         node = Node(components)
         await instance.audit.write(AuditRecord(action="gateway.start", outcome="allowed"))

@@ -87,9 +87,7 @@ def test_only_a_ready_active_version_of_a_cron_or_webhook_deployment_runs(home: 
                 await queue(sessions, server)
             async with sessions() as session, session.begin():
                 await session.execute(
-                    update(Deployment)
-                    .where(Deployment.id == ready.id)
-                    .values(active_version=None)
+                    update(Deployment).where(Deployment.id == ready.id).values(active_version=None)
                 )
             with pytest.raises(Conflict, match="no active version: deploy it"):
                 await queue(sessions, ready)

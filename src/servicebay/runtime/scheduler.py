@@ -25,7 +25,7 @@ way; the worker asks `may_start` before starting one, which lets `allow` runs ov
 starts `queue` and `skip` runs one at a time in due-time order (so the several due
 times a `catch_up: "all"` fires after downtime run one after another, not at once).
 
-Scheduler lag (the insert time of a run minus its due time) is a Prometheus histogram;
+Scheduler lag (from a due time to the commit of its run) is a Prometheus histogram;
 the insert of everything due at one instant is one statement, so a thousand schedules
 due at the top of the hour cost one round trip, not a thousand.
 """
@@ -33,14 +33,15 @@ due at the top of the hour cost one round trip, not a thousand.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
@@ -84,7 +85,7 @@ class SchedulerMetrics:
         self.registry = registry
         self.lag = Histogram(
             "servicebay_scheduler_lag_seconds",
-            "From a due time to the insert of its run, for due times fired on time "
+            "From a due time to the commit of its run, for due times fired on time "
             "(catch-up after downtime is counted by fired and skipped instead).",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=registry,
@@ -129,12 +130,13 @@ class _Followed:
     """Bumped when the schedule changes, so that heap entries pushed before are ignored."""
 
 
-@dataclass(order=True)
-class _Due:
+class _Due(NamedTuple):
+    """A heap entry (a tuple: ordered by time, then by push order)."""
+
     at: datetime
     sequence: int
-    deployment_id: str = field(compare=False)
-    generation: int = field(compare=False)
+    deployment_id: str
+    generation: int
 
 
 @dataclass(frozen=True)
@@ -373,9 +375,10 @@ class Scheduler:
             for entry in due:
                 heapq.heappush(self._heap, entry)
             raise
-        for count, entry in enumerate(due, 1):
-            followed = self._followed[entry.deployment_id]
-            followed.last_due = max(f.due for f in firings if f.followed is followed)
+        handled = {f.followed.deployment_id: f for f in firings}  # the latest of each
+        for count, firing in enumerate(handled.values(), 1):
+            followed = firing.followed
+            followed.last_due = firing.due
             self._push(followed, _next_due(followed.schedule, followed.last_due))
             if count % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
@@ -421,26 +424,21 @@ class Scheduler:
             firings = [_skip_if_running(f, still_running) for f in firings]
             inserted_at = self.clock.now()
             rows = [_run_row(f, inserted_at) for f in firings]
-            inserted = {
-                (row.deployment_id, row.due_at)
-                for row in await connection.execute(
-                    _insert_new_runs(connection).returning(Run.deployment_id, Run.due_at), rows
-                )
-            }
-        queued = 0
-        for firing in firings:
-            if (firing.followed.deployment_id, firing.due) not in inserted:
-                self.metrics.already_fired.inc()
-                continue
-            if firing.kind == "fired":
-                queued += 1
-                self.metrics.fired.inc()
-            else:
-                self.metrics.skipped.labels(firing.kind).inc()
-            if firing.on_time:
-                self.metrics.lag.observe((inserted_at - firing.due).total_seconds())
-        if queued and self.on_enqueued is not None:
+            inserted = set(
+                await connection.scalars(_insert_new_runs(connection).returning(Run.id), rows)
+            )
+        committed = self.clock.now()
+        recorded = [f for f, row in zip(firings, rows, strict=True) if row["id"] in inserted]
+        kinds = collections.Counter(f.kind for f in recorded)
+        if kinds["fired"] and self.on_enqueued is not None:
             self.on_enqueued()
+        self.metrics.fired.inc(kinds["fired"])
+        for reason in ("missed", "concurrency"):
+            self.metrics.skipped.labels(reason).inc(kinds[reason])
+        self.metrics.already_fired.inc(len(firings) - len(recorded))
+        for firing in recorded:
+            if firing.on_time:
+                self.metrics.lag.observe((committed - firing.due).total_seconds())
 
 
 def _active_version() -> Any:
@@ -501,7 +499,6 @@ def _run_row(firing: _Firing, inserted_at: datetime) -> dict[str, Any]:
         "attempt": 1,
         "status": firing.status,
         "actor": followed.owner,
-        "input": None,
         "created_at": inserted_at,
         "finished_at": inserted_at if firing.status == "skipped" else None,
         "reason": firing.reason,

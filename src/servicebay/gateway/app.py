@@ -27,6 +27,7 @@ from servicebay.gateway.metrics import GatewayMetrics
 from servicebay.runtime.alerts import Alerter
 from servicebay.runtime.metrics import QueueWatch, RunMetrics
 from servicebay.runtime.node import Component, Node, Role
+from servicebay.runtime.scheduler import Scheduler
 from servicebay.runtime.worker import Worker
 from servicebay.services.registry import ServiceRegistry
 
@@ -63,6 +64,11 @@ def create_app(settings: Settings, role: Role = Role.all) -> Envelope:
         if role.runs(Role.worker):
             app.state.worker = Worker(instance, on_finished=run_finished)
             components.append(app.state.worker)
+        if role.runs(Role.scheduler):
+            wake = app.state.worker.wake if app.state.worker else None
+            components.append(
+                Scheduler(instance.engine, registry=metrics.registry, on_enqueued=wake)
+            )
         node = Node(components)
         await instance.audit.write(AuditRecord(action="gateway.start", outcome="allowed"))
         try:

@@ -27,7 +27,7 @@ times a `catch_up: "all"` fires after downtime run one after another, not at onc
 
 Scheduler lag (from a due time to the commit of its run) is a Prometheus histogram;
 the insert of everything due at one instant is one statement, so a thousand schedules
-due at the top of the hour cost one round trip, not a thousand.
+due at the top of the hour cost one insert, not a thousand.
 """
 
 from __future__ import annotations

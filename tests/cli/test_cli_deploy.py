@@ -19,9 +19,9 @@ import pytest
 
 from tests.cli.cli_support import Bay, assert_clean_failure
 from tests.conftest import Server
-from tests.gateway.test_deployments_api import DOMAIN, deploys
+from tests.gateway.test_deployments_api import DOMAIN, alert_receiver, deploys
 
-__all__ = ["deploys"]  # the module's own server, shared with the HTTP tests' fixture
+__all__ = ["alert_receiver", "deploys"]  # the module's own server, as the HTTP tests make it
 
 CRON_NEW_YORK = (
     "// every Friday morning in New York\n"

@@ -25,16 +25,27 @@ import pytest
 from servicebay.runtime.bundle import build_bundle
 from tests.conftest import Server
 from tests.gateway.gateway_support import assert_problem, find_event, unique_name
+from tests.runtime.test_alerts import Receiver
 from tests.runtime.test_builder import make_wheel
 
 DOMAIN = "bay.test"
+ALERTS_PATH = "/alerts"
 BUILD_SECONDS = 180
 
 
 @pytest.fixture(scope="module")
-def deploys(launch: Callable[..., Server]) -> Iterator[Server]:
+def alert_receiver() -> Iterator[Receiver]:
+    """Where the module's server posts its alerts (its alert webhook)."""
+    running = Receiver()
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="module")
+def deploys(launch: Callable[..., Server], alert_receiver: Receiver) -> Iterator[Server]:
     """A server of this module's own: its home is reachable by the build user (pytest's
-    tmp_path is not, when the tests run as root), and pip installs from local wheels."""
+    tmp_path is not, when the tests run as root), pip installs from local wheels, and
+    alerts go to `alert_receiver`."""
     root = Path(tempfile.mkdtemp(prefix="bay-deploys-"))
     root.chmod(0o755)
     wheels = root / "wheels"
@@ -44,6 +55,7 @@ def deploys(launch: Callable[..., Server]) -> Iterator[Server]:
         "PIP_FIND_LINKS": str(wheels),
         "PIP_CONFIG_FILE": os.devnull,
         "BAY_DOMAIN": DOMAIN,
+        "BAY_ALERT_WEBHOOK_URL": alert_receiver.url + ALERTS_PATH,
     }
     server = launch(root / "home", settings=settings)
     yield server
@@ -114,6 +126,17 @@ def wait_for_build(client: httpx.Client, name: str, version: int) -> dict[str, A
     raise AssertionError(f"{name} version {version} still building after {BUILD_SECONDS} s")
 
 
+def wait_for_alert(receiver: Receiver, name: str) -> dict[str, Any]:
+    """The alert the server posted about deployment `name` (alerts are sent in the background)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for body in receiver.bodies(ALERTS_PATH):
+            if body.get("deployment", {}).get("name") == name:
+                return body
+        time.sleep(0.1)
+    raise AssertionError(f"no alert about {name}: {receiver.bodies(ALERTS_PATH)}")
+
+
 def environment_of(server: Server, version: dict[str, Any]) -> Path:
     return server.home / "runtime" / "environments" / version["requirements_digest"]
 
@@ -180,7 +203,7 @@ def test_a_redeploy_with_the_same_requirements_reuses_the_environment(
 
 
 def test_changed_requirements_build_another_environment_and_a_failed_build_keeps_the_last(
-    deploys: Server, admin: httpx.Client, tmp_path: Path
+    deploys: Server, admin: httpx.Client, tmp_path: Path, alert_receiver: Receiver
 ) -> None:
     name = unique_name("pinned")
     folder = folder_of(tmp_path, cron_files())
@@ -199,6 +222,10 @@ def test_changed_requirements_build_another_environment_and_a_failed_build_keeps
     assert failed["active"] is False
     assert "No matching distribution found for baytiny==9.9" in failed["build_log"]
     assert not environment_of(deploys, failed).exists()
+    alert = wait_for_alert(alert_receiver, name)
+    assert alert["event"] == "build.failed"
+    assert alert["version"]["version"] == 3
+    assert any("baytiny==9.9" in line for line in alert["log_tail"])
     shown = admin.get(f"/api/v1/deployments/{name}").json()
     assert shown["active_version"] == 2
     assert [(v["version"], v["status"]) for v in shown["versions"]] == [

@@ -21,7 +21,7 @@ from servicebay.core import identity
 from servicebay.core.db import create_engine, session_factory
 from servicebay.core.errors import Conflict, InvalidInput
 from servicebay.core.migrate import upgrade
-from servicebay.core.models import Run, new_id, utcnow
+from servicebay.core.models import Deployment, DeploymentVersion, Run, new_id, utcnow
 from servicebay.runtime import deployments
 from servicebay.runtime.builder import Builder, default_build_uid
 from servicebay.runtime.bundle import build_bundle
@@ -318,6 +318,28 @@ def test_stopping_the_deployer_leaves_no_version_building(home: Path) -> None:
         assert await platform.state("weekly") == (None, {1: "failed"})
 
     drive(home, scenario)
+
+
+def test_a_failed_build_is_told_with_its_log_and_a_stopped_one_is_not(home: Path) -> None:
+    told: list[tuple[str, int, str, bool, str]] = []
+
+    async def on_failure(deployment: Deployment, version: DeploymentVersion, text: str) -> None:
+        finished = version.finished_at is not None
+        told.append((deployment.name, version.version, version.status, finished, text))
+
+    async def scenario(platform: Platform) -> None:
+        platform.deployer.on_failure = on_failure
+        unbuildable = cron_folder(home, "unbuildable", **{"requirements.txt": "x==9"})
+        await platform.deploy(unbuildable, "weekly")
+        await platform.deploy(cron_folder(home), "weekly")
+        version_id, _ = await platform.record(platform.upload(cron_folder(home), "weekly"))
+        platform.deployer.build(version_id, "")
+        await platform.deployer.stop()
+
+    drive(home, scenario)
+    [(name, number, status, finished, text)] = told
+    assert (name, number, status, finished) == ("weekly", 1, "failed", True)
+    assert "No matching distribution found for x==9" in text
 
 
 # Deleting

@@ -29,7 +29,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -70,6 +70,8 @@ DEPLOYABLE: tuple[DeploymentKind, ...] = ("cron", "webhook")
 """Kinds this release builds and runs; servers and code services come with hosted servers."""
 LOG_FLUSH_SECONDS = 0.5
 STALE_MARGIN = timedelta(minutes=5)
+OnBuildFailure = Callable[[Deployment, DeploymentVersion, str], Awaitable[None]]
+"""Told of each version whose build failed, with its log (the owner is alerted)."""
 INTERRUPTED = (
     "[servicebay] the build stopped without finishing (its server stopped while building); "
     "deploy again"
@@ -337,14 +339,15 @@ def install(layout: Layout, upload: Upload, version: int) -> None:
 
 async def finish_build(
     sessions: async_sessionmaker[AsyncSession], version_id: str, *, ok: bool, build_log: str
-) -> None:
+) -> tuple[Deployment, DeploymentVersion] | None:
     """Mark a building version ready (and active, unless a newer one is) or failed, with
-    its log. A version that finished already, or was deleted meanwhile, is left alone.
+    its log; the finished version and its deployment. A version that finished already,
+    or was deleted meanwhile, is left alone (None).
     """
     async with sessions() as session, session.begin():
         version = await session.get(DeploymentVersion, version_id)
         if version is None or version.status != BUILDING:
-            return
+            return None
         version.status = READY if ok else FAILED
         version.build_log = build_log
         version.finished_at = utcnow()
@@ -361,6 +364,9 @@ async def finish_build(
                 )
                 .values(active_version=version.version, updated_at=utcnow())
             )
+        deployment = await session.get(Deployment, version.deployment_id, populate_existing=True)
+        assert deployment is not None  # the version's row holds a key to it
+        return deployment, version
 
 
 async def save_build_log(
@@ -486,15 +492,22 @@ class Deployer:
     """Builds new versions in the background, one task each, and stops them on `stop`.
 
     A node's component (`runtime.node.Component`): a stopped build kills its processes
-    and marks its version failed.
+    and marks its version failed. A build that fails by itself is also told to
+    `on_failure` (the alerter's `build_failed`), not one stopped with the node.
     """
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], layout: Layout, builder: Builder
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        layout: Layout,
+        builder: Builder,
+        *,
+        on_failure: OnBuildFailure | None = None,
     ) -> None:
         self.sessions = sessions
         self.layout = layout
         self.builder = builder
+        self.on_failure = on_failure
         self._builds: dict[asyncio.Task[None], str] = {}
 
     async def start(self) -> None:
@@ -529,13 +542,14 @@ class Deployer:
     async def _build(self, version_id: str, requirements: str) -> None:
         lines = _BuildLog(self.sessions, version_id)
         flusher = asyncio.create_task(lines.flush_periodically())
-        ok = False
+        ok = interrupted = False
         try:
             await self.builder.ensure(requirements, lines.add)
             ok = True
         except (BuildFailed, NoInterpreter) as error:
             await lines.add(f"build failed: {error}")
         except asyncio.CancelledError:
+            interrupted = True
             await lines.add(INTERRUPTED)
             raise
         except Exception:
@@ -547,9 +561,14 @@ class Deployer:
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
             # Shielded: a version must not stay `building` because its task was stopped.
-            await asyncio.shield(
+            finished = await asyncio.shield(
                 finish_build(self.sessions, version_id, ok=ok, build_log=lines.text())
             )
+        if finished is not None and not ok and not interrupted and self.on_failure is not None:
+            try:
+                await self.on_failure(*finished, lines.text())
+            except Exception:
+                log.exception("telling of the failed build of version %s failed", version_id)
 
 
 class _BuildLog:

@@ -44,12 +44,19 @@ NUMBERING_ATTEMPTS = 3
 
 
 def get_deployer(request: Request) -> Deployer:
-    """The node's deployer, made on first use unless the node set one up."""
+    """The node's deployer, made on first use unless the node set one up; a failed build
+    alerts its owner through the node's alerter."""
     deployer = getattr(request.app.state, "deployer", None)
     if deployer is None:
         instance = get_instance(request)
         layout = Layout(instance.settings.home)
-        deployer = Deployer(instance.sessions, layout, Builder(layout, uid=default_build_uid()))
+        alerter = getattr(request.app.state, "alerter", None)
+        deployer = Deployer(
+            instance.sessions,
+            layout,
+            Builder(layout, uid=default_build_uid()),
+            on_failure=alerter.build_failed if alerter is not None else None,
+        )
         request.app.state.deployer = deployer
     assert isinstance(deployer, Deployer)
     return deployer

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servicebay.core.access import Principal
-from servicebay.core.errors import Conflict, Forbidden
+from servicebay.core.errors import ConfigurationError, Conflict, Forbidden
 from servicebay.core.models import Deployment, utcnow
 from servicebay.core.pagination import decode_cursor, encode_cursor
 from servicebay.gateway.api.common import API, Cursor, Limit, audit_change, transaction
@@ -162,7 +162,7 @@ async def _requirements_digest(deployer: Deployer, upload: Upload) -> str:
     try:
         return await deployer.builder.digest(upload.requirements)
     except NoInterpreter as error:
-        raise Conflict(f"this instance cannot build environments: {error}") from None
+        raise ConfigurationError(f"this instance cannot build environments: {error}") from None
 
 
 async def _record(

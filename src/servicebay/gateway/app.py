@@ -25,6 +25,9 @@ from servicebay.gateway.envelope import Envelope
 from servicebay.gateway.limits import RateLimiter
 from servicebay.gateway.metrics import GatewayMetrics
 from servicebay.runtime.alerts import Alerter
+from servicebay.runtime.builder import Builder, default_build_uid
+from servicebay.runtime.deployments import Deployer
+from servicebay.runtime.layout import Layout
 from servicebay.runtime.metrics import QueueWatch, RunMetrics
 from servicebay.runtime.node import Component, Node, Role
 from servicebay.runtime.scheduler import Scheduler
@@ -60,7 +63,18 @@ def create_app(settings: Settings, role: Role = Role.all) -> Envelope:
             run_metrics.observe(deployment, run)
             await alerter.run_finished(deployment, run)
 
-        components: list[Component] = [alerter, QueueWatch(instance.sessions, run_metrics)]
+        layout = Layout(settings.home)
+        app.state.deployer = Deployer(
+            instance.sessions,
+            layout,
+            Builder(layout, uid=default_build_uid()),
+            on_failure=alerter.build_failed,
+        )
+        components: list[Component] = [
+            alerter,
+            QueueWatch(instance.sessions, run_metrics),
+            app.state.deployer,
+        ]
         if role.runs(Role.worker):
             app.state.worker = Worker(instance, on_finished=run_finished)
             components.append(app.state.worker)

@@ -33,9 +33,8 @@ from servicebay.gateway.api.deployment_schemas import (
 from servicebay.gateway.auth import Caller, get_instance
 from servicebay.gateway.schemas import Page
 from servicebay.runtime import deployments
-from servicebay.runtime.builder import Builder, NoInterpreter, default_build_uid
+from servicebay.runtime.builder import NoInterpreter
 from servicebay.runtime.deployments import Deployer, Upload, resource_of
-from servicebay.runtime.layout import Layout
 
 router = APIRouter(prefix=f"{API}/deployments", tags=["deployments"])
 DeploymentName = Annotated[str, Path(max_length=63, description="The deployment's name.")]
@@ -44,20 +43,8 @@ NUMBERING_ATTEMPTS = 3
 
 
 def get_deployer(request: Request) -> Deployer:
-    """The node's deployer, made on first use unless the node set one up; a failed build
-    alerts its owner through the node's alerter."""
-    deployer = getattr(request.app.state, "deployer", None)
-    if deployer is None:
-        instance = get_instance(request)
-        layout = Layout(instance.settings.home)
-        alerter = getattr(request.app.state, "alerter", None)
-        deployer = Deployer(
-            instance.sessions,
-            layout,
-            Builder(layout, uid=default_build_uid()),
-            on_failure=alerter.build_failed if alerter is not None else None,
-        )
-        request.app.state.deployer = deployer
+    """The node's deployer (a component the app starts and stops with the node)."""
+    deployer = request.app.state.deployer
     assert isinstance(deployer, Deployer)
     return deployer
 

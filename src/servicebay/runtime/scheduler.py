@@ -218,10 +218,13 @@ class Scheduler:
     async def _loop(self) -> None:
         while True:
             try:
+                if self._wake.is_set() or self._reload_at is None:
+                    await self._reload_and_tell(self.clock.now())
+                await self._fire_due()  # before a routine re-read, which can wait
                 now = self.clock.now()
-                if self._wake.is_set() or self._reload_at is None or now >= self._reload_at:
+                if self._reload_at is not None and now >= self._reload_at:
                     await self._reload_and_tell(now)
-                await self._fire_due()
+                    await self._fire_due()
             except Exception:
                 # The database may be away, or a deployment was deleted since the last
                 # reload (its run breaks the foreign key): keep what is due, re-read the

@@ -105,7 +105,9 @@ def test_claimers_on_separate_connections_take_each_run_exactly_once(
 ) -> None:
     async def scenario() -> None:
         async with database(database_url) as sessions:
-            deployed = await deploy_script(sessions, Layout(home), owner=OWNER, script="")
+            deployed = await deploy_script(
+                sessions, Layout(home), owner=OWNER, script="", concurrency="allow"
+            )
             queued = {(await queue(sessions, deployed)).id for _ in range(40)}
             engines = [create_engine(database_url) for _ in range(4)]
             claimed: dict[str, list[str]] = {}
@@ -139,7 +141,9 @@ def test_claimers_on_separate_connections_take_each_run_exactly_once(
 def test_the_oldest_queued_run_is_claimed_first(home: Path) -> None:
     async def scenario() -> None:
         async with database(f"sqlite:///{home / 'meta.db'}") as sessions:
-            deployed = await deploy_script(sessions, Layout(home), owner=OWNER, script="")
+            deployed = await deploy_script(
+                sessions, Layout(home), owner=OWNER, script="", concurrency="allow"
+            )
             first, second = await queue(sessions, deployed), await queue(sessions, deployed)
             async with sessions() as session, session.begin():
                 run = await runs.claim_next(session, "w")
@@ -152,6 +156,37 @@ def test_the_oldest_queued_run_is_claimed_first(home: Path) -> None:
                 assert run.id == second.id
             async with sessions() as session, session.begin():
                 assert await runs.claim_next(session, "w") is None
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("concurrency", ["queue", "skip"])
+def test_a_deployment_that_runs_one_at_a_time_waits_while_its_run_runs_and_others_go_on(
+    home: Path, concurrency: str
+) -> None:
+    async def scenario() -> None:
+        async with database(f"sqlite:///{home / 'meta.db'}") as sessions:
+            layout = Layout(home)
+            serial = await deploy_script(
+                sessions, layout, owner=OWNER, script="", concurrency=concurrency
+            )
+            other = await deploy_script(
+                sessions, layout, owner=OWNER, script="", concurrency="allow"
+            )
+            first, second = await queue(sessions, serial), await queue(sessions, serial)
+            unrelated = await queue(sessions, other)
+
+            async def claim() -> str | None:
+                async with sessions() as session, session.begin():
+                    run = await runs.claim_next(session, "w")
+                    return None if run is None else run.id
+
+            assert await claim() == first.id
+            assert await claim() == unrelated.id  # `second` waits for `first`
+            assert await claim() is None
+            async with sessions() as session, session.begin():
+                await runs.finish_run(session, first.id, Ending("succeeded", "exit code 0", 0))
+            assert await claim() == second.id
 
     asyncio.run(scenario())
 

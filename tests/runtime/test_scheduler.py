@@ -26,7 +26,8 @@ from servicebay.core.db import session_factory
 from servicebay.core.models import Deployment, DeploymentVersion, Run, User, new_id
 from servicebay.runtime.clock import ManualClock
 from servicebay.runtime.config import CronConfig
-from servicebay.runtime.scheduler import Scheduler, may_start
+from servicebay.runtime.runs import may_start
+from servicebay.runtime.scheduler import Scheduler
 from tests.core.core_support import migrated_engine
 
 

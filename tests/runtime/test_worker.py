@@ -428,7 +428,7 @@ def test_stopping_the_worker_ends_its_runs_as_failed(home: Path) -> None:
 
 def test_no_more_runs_than_settings_workers_run_at_once(home: Path) -> None:
     async def test(bench: Bench) -> None:
-        deployed = await bench.deploy(WAIT_FOR_GO)
+        deployed = await bench.deploy(WAIT_FOR_GO, concurrency="allow")
         async with working(bench):
             queued = [await bench.queue(deployed) for _ in range(3)]
             first, _second = [await bench.started(run.id) for run in queued[:2]]

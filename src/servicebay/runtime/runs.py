@@ -29,11 +29,19 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Literal, get_args
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from servicebay.core.errors import Conflict, InvalidInput, NotFound
-from servicebay.core.models import Deployment, DeploymentVersion, Run, RunLogChunk, new_id, utcnow
+from servicebay.core.models import (
+    Deployment,
+    DeploymentVersion,
+    Run,
+    RunLogChunk,
+    UTCDateTime,
+    new_id,
+    utcnow,
+)
 from servicebay.core.pagination import Page, decode_cursor, invalid_cursor, page_of
 from servicebay.runtime.layout import Layout
 
@@ -46,6 +54,10 @@ RUNNABLE_KINDS = frozenset({"cron", "webhook"})
 """Kinds whose deployments have runs; servers and services run continuously instead."""
 
 CLAIM_ATTEMPTS = 5
+CLAIM_WINDOW = 20
+"""Queued runs a claim looks at in one go, skipping those that must wait their turn."""
+QUEUE_ORDER = func.coalesce(Run.due_at, Run.created_at)
+Concurrency = Literal["skip", "queue", "allow"]
 LOG_PAGE_BYTES = 1024 * 1024
 """At most about this much log text in one answer; a reader asks again for the rest."""
 LOG_PAGE_CHUNKS = 1000
@@ -183,31 +195,78 @@ def _read_position(position: str) -> tuple[datetime, str]:
 
 
 async def claim_next(session: AsyncSession, worker: str) -> Run | None:
-    """Take the oldest queued run for `worker` (now `running`), or None if none is queued.
+    """Take the first queued run that may start (now `running`) for `worker`, in order of
+    due time (creation for runs without one), or None if none may.
 
-    Call it inside a transaction; the claim is the caller's when it commits.
+    A run waits while its deployment's `concurrency` says so (`may_start`). Call it
+    inside a transaction; the claim is the caller's when it commits.
     """
     for _ in range(CLAIM_ATTEMPTS):
-        candidate = await session.scalar(
-            select(Run.id)
-            .where(Run.status == "queued")
-            .order_by(Run.created_at, Run.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer anyway
-        )
-        if candidate is None:
+        candidates = (
+            await session.execute(
+                select(Run, DeploymentVersion.config)
+                .join(
+                    DeploymentVersion,
+                    and_(
+                        DeploymentVersion.deployment_id == Run.deployment_id,
+                        DeploymentVersion.version == Run.version,
+                    ),
+                )
+                .where(Run.status == "queued")
+                .order_by(QUEUE_ORDER, Run.id)
+                .limit(CLAIM_WINDOW)
+                # PostgreSQL; SQLite has one writer anyway
+                .with_for_update(of=Run, skip_locked=True)
+            )
+        ).all()
+        if not candidates:
             return None
-        claimed = await session.execute(
-            update(Run)
-            .where(Run.id == candidate, Run.status == "queued")
-            .values(status="running", started_at=utcnow(), worker=worker)
-            .execution_options(synchronize_session=False)
-        )
-        if _rowcount(claimed) == 1:
-            run = await session.get(Run, candidate, populate_existing=True)
-            assert run is not None
-            return run
+        for candidate, config in candidates:
+            if not await may_start(session, candidate, config.get("concurrency", "allow")):
+                continue
+            claimed = await session.execute(
+                update(Run)
+                .where(Run.id == candidate.id, Run.status == "queued")
+                .values(status="running", started_at=utcnow(), worker=worker)
+                .execution_options(synchronize_session=False)
+            )
+            if _rowcount(claimed) == 1:
+                run = await session.get(Run, candidate.id, populate_existing=True)
+                assert run is not None
+                return run
+        if len(candidates) < CLAIM_WINDOW:
+            return None  # every queued run waits for an earlier one of its deployment
     return None
+
+
+async def may_start(
+    session: AsyncSession | AsyncConnection, run: Run, concurrency: Concurrency
+) -> bool:
+    """Whether the worker may start the queued `run` now.
+
+    `allow` runs start at once. `queue` and `skip` runs start one at a time per
+    deployment, in order of due time (of creation for runs without one): not while
+    another run of the deployment is running or an earlier one is still queued (it may
+    be claimed by another worker at this moment). Call it in the transaction that claims
+    the run.
+    """
+    if concurrency == "allow":
+        return True
+    key = bindparam("key", run.due_at or run.created_at, type_=UTCDateTime())
+    earlier_queued = and_(
+        Run.status == "queued",
+        or_(key > QUEUE_ORDER, and_(key == QUEUE_ORDER, Run.id < run.id)),
+    )
+    ahead = (
+        select(Run.id)
+        .where(
+            Run.deployment_id == run.deployment_id,
+            Run.id != run.id,
+            or_(Run.status == "running", earlier_queued),
+        )
+        .limit(1)
+    )
+    return await session.scalar(ahead) is None
 
 
 def _rowcount(result: Any) -> int:

@@ -21,7 +21,7 @@ takes the same path.
 
 **Concurrency.** `skip`: a due time that finds a run of the deployment queued or running
 is recorded as a skipped run naming it. `queue` and `allow` insert a queued run either
-way; the worker asks `may_start` before starting one, which lets `allow` runs overlap and
+way; the worker asks `runs.may_start` before starting one, which lets `allow` runs overlap and
 starts `queue` and `skip` runs one at a time in due-time order (so the several due
 times a `catch_up: "all"` fires after downtime run one after another, not at once).
 
@@ -45,11 +45,11 @@ from typing import Any, Literal, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
-from sqlalchemy import Insert, and_, bindparam, func, or_, select
+from sqlalchemy import Insert, and_, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from servicebay.core.models import Deployment, DeploymentVersion, Run, User, UTCDateTime, new_id
+from servicebay.core.models import Deployment, DeploymentVersion, Run, User, new_id
 from servicebay.runtime.clock import Clock, SystemClock
 from servicebay.runtime.config import CronConfig
 from servicebay.runtime.schedule import (
@@ -64,7 +64,6 @@ from servicebay.runtime.schedule import (
 
 log = logging.getLogger(__name__)
 
-Concurrency = Literal["skip", "queue", "allow"]
 ACTIVE_STATUSES = ("queued", "running")
 """A run in one of these is "still running" for the `skip` policy."""
 _IN_CHUNK = 500
@@ -534,33 +533,3 @@ def _next_due(schedule: CronSchedule, after: datetime) -> datetime:
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
     return (items[start : start + _IN_CHUNK] for start in range(0, len(items), _IN_CHUNK))
-
-
-async def may_start(
-    session: AsyncSession | AsyncConnection, run: Run, concurrency: Concurrency
-) -> bool:
-    """Whether the worker may start the queued `run` now.
-
-    `allow` runs start at once. `queue` and `skip` runs start one at a time per
-    deployment, in order of due time (of creation for runs without one): not while
-    another run of the deployment is running or an earlier one is still queued (it may
-    be claimed by another worker at this moment). Call it in the transaction that claims
-    the run.
-    """
-    if concurrency == "allow":
-        return True
-    order = func.coalesce(Run.due_at, Run.created_at)
-    key = bindparam("key", run.due_at or run.created_at, type_=UTCDateTime())
-    earlier_queued = and_(
-        Run.status == "queued", or_(order < key, and_(order == key, Run.id < run.id))
-    )
-    ahead = (
-        select(Run.id)
-        .where(
-            Run.deployment_id == run.deployment_id,
-            Run.id != run.id,
-            or_(Run.status == "running", earlier_queued),
-        )
-        .limit(1)
-    )
-    return await session.scalar(ahead) is None

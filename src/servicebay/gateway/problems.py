@@ -91,20 +91,6 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
-def problem(
-    request: Request,
-    status: int,
-    detail: str,
-    *,
-    title: str | None = None,
-    errors: list[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    return problem_response(
-        request.scope, status, detail, title=title, errors=errors, headers=headers
-    )
-
-
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Only where and why: echoing `input` could hand a secret's value back to a log.
     return [
@@ -121,8 +107,13 @@ async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceBayError)
     if exc.status >= 500:
         log.error("%s: %s", exc.title, exc.message)
-    return problem(
-        request, exc.status, exc.message, title=exc.title, errors=exc.errors, headers=exc.headers()
+    return problem_response(
+        request.scope,
+        exc.status,
+        exc.message,
+        title=exc.title,
+        errors=exc.errors,
+        headers=exc.headers(),
     )
 
 
@@ -130,7 +121,9 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     assert isinstance(exc, RequestValidationError)
     errors = _field_errors(exc)
     where = ", ".join(".".join(str(part) for part in error["loc"]) for error in errors)
-    return problem(request, 400, f"the request is invalid at: {where}", errors=errors)
+    return problem_response(
+        request.scope, 400, f"the request is invalid at: {where}", errors=errors
+    )
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -138,29 +131,31 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc.__cause__, BodyTooLarge):
         # FastAPI turns any error while reading a body into "400 error parsing the body";
         # a streamed body over the limit is found out there, and it is a 413.
-        return problem(request, 413, str(exc.__cause__))
+        return problem_response(request.scope, 413, str(exc.__cause__))
     detail = exc.detail if isinstance(exc.detail, str) else TITLES.get(exc.status_code, "Error")
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"nothing is served at {request.url.path}"
     elif exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
-    return problem(request, exc.status_code, detail, headers=dict(exc.headers or {}))
+    return problem_response(request.scope, exc.status_code, detail, headers=dict(exc.headers or {}))
 
 
 async def _on_body_too_large(request: Request, exc: Exception) -> JSONResponse:
-    return problem(request, 413, str(exc))
+    return problem_response(request.scope, 413, str(exc))
 
 
 async def _on_integrity_error(request: Request, exc: Exception) -> JSONResponse:
     # A race between two requests creating the same thing: the loser gets a clean 409.
-    return problem(request, 409, "the change conflicts with an existing record; retry or reload")
+    return problem_response(
+        request.scope, 409, "the change conflicts with an existing record; retry or reload"
+    )
 
 
 async def _on_unstorable(request: Request, exc: Exception) -> JSONResponse:
     # The database refused a value that passed validation (a NUL character, a date out of
     # its range...): the caller's input, not a server fault; and no SQL in the answer.
-    return problem(
-        request,
+    return problem_response(
+        request.scope,
         400,
         "a value in the request cannot be stored (e.g. a NUL character or an out-of-range "
         "number or date)",
@@ -170,8 +165,8 @@ async def _on_unstorable(request: Request, exc: Exception) -> JSONResponse:
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     context = request_context(request.scope)
     log.exception("unhandled error in request %s", context.request_id)
-    return problem(
-        request, 500, f"an unexpected error occurred; quote request id {context.request_id}"
+    return problem_response(
+        request.scope, 500, f"an unexpected error occurred; quote request id {context.request_id}"
     )
 
 

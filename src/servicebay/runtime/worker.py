@@ -51,7 +51,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -68,6 +68,7 @@ from servicebay.runtime.process import (
     RUN_UID_BASE,
     RUN_UID_LAST,
     LogLine,
+    OnLine,
     ProcessError,
     ProcessResult,
     ProcessSpec,
@@ -84,6 +85,20 @@ OnFinished = Callable[[Deployment, Run], Awaitable[None]]
 """Told about every run that ended (the alerts hook), with its deployment."""
 
 RunConfig = CronConfig | WebhookConfig
+
+
+class Runner(Protocol):
+    """What starts a run's process and supervises it to its end: `run_process`, or a warm
+    zygote's `run`."""
+
+    async def __call__(
+        self,
+        spec: ProcessSpec,
+        on_line: OnLine | None = None,
+        *,
+        cancel: asyncio.Event | None = None,
+    ) -> ProcessResult: ...
+
 
 POLL_SECONDS = 1.0
 """How often the queue is read for runs queued by other nodes."""
@@ -197,6 +212,21 @@ class _Active:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     shutdown: bool = False
     task: asyncio.Task[None] | None = None
+    runner: Runner = run_process
+    call: Mapping[str, Any] | None = None
+    """A webhook call handed over in memory (`run_now`) rather than as the run's input."""
+    answer_limit: int = 0
+    answer: bytes | None = None
+    """The webhook answer the script wrote, read before its files are cleaned (`run_now`)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A run that `Worker.run_now` ran: as recorded at its end, and the webhook answer file
+    the script wrote (None if it wrote none; `answer_limit` + 1 bytes at most)."""
+
+    run: Run
+    answer: bytes | None
 
 
 class Worker:
@@ -220,13 +250,15 @@ class Worker:
         self._active: dict[str, _Active] = {}
         self._retries: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._prepared = False
+        self._preparing = asyncio.Lock()
 
     def wake(self) -> None:
         """A run was queued or a cancel asked for on this node: look now, not at the poll."""
         self._wake.set()
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._prepare_layout)
+        await self._ensure_layout()
         await self._recover(at_start=True)
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="worker-claims"),
@@ -290,7 +322,42 @@ class Worker:
 
     # --- one run ----------------------------------------------------------------------------
 
+    async def run_now(
+        self,
+        run: Run,
+        *,
+        call: Mapping[str, Any] | None = None,
+        runner: Runner = run_process,
+        answer_limit: int = 0,
+    ) -> Outcome:
+        """Run `run` here and now rather than through the queue, and wait for its end: for
+        a caller who waits for the answer (a sync webhook call).
+
+        `run` must already be `running` and claimed for this worker (`worker` = `self.id`),
+        so that no worker takes it from the queue. `call` is the webhook call, written as
+        its BAY_WEBHOOK_REQUEST file without being stored as the run's input; `runner` starts
+        the process. Everything else is as for a queued run (private copy, environment, key,
+        logs, ending, artifacts, retries, the alerts hook). With an `answer_limit`, the
+        answer file the script wrote is read, up to that many bytes and one more.
+        """
+        await self._ensure_layout()
+        active = _Active(runner=runner, call=call, answer_limit=answer_limit)
+        self._active[run.id] = active
+        finished = await self._carry_out(run, active)
+        if finished is None:  # ended meanwhile by another node (an orphan sweep)
+            async with self.instance.sessions() as session:
+                finished = await session.get(Run, run.id)
+            assert finished is not None
+        return Outcome(finished, active.answer)
+
     async def _execute(self, run: Run, active: _Active) -> None:
+        try:
+            await self._carry_out(run, active)
+        finally:
+            self._slots.release()
+
+    async def _carry_out(self, run: Run, active: _Active) -> Run | None:
+        """Run it, record its end, retry or alert; the run as ended (None if not by us)."""
         try:
             deployment, version, owner = await self._load(run)
             ending = await self._run(run, deployment, version, owner, active)
@@ -299,13 +366,14 @@ class Worker:
                 if ending.status in ("failed", "timed_out") and not active.shutdown:
                     self._retry_later(finished, deployment, version)
                 await self._tell(deployment, finished)
+            return finished
         except Exception:
             log.exception("worker %s failed to run %s", self.id, run.id)
             with contextlib.suppress(Exception):
-                await self._finish(run.id, Ending("failed", "the platform failed to run it"))
+                return await self._finish(run.id, Ending("failed", "the platform failed to run it"))
+            return None
         finally:
             del self._active[run.id]
-            self._slots.release()
 
     async def _load(self, run: Run) -> tuple[Deployment, DeploymentVersion, User]:
         async with self.instance.sessions() as session:
@@ -334,7 +402,7 @@ class Worker:
         try:
             config = run_config(deployment.kind, version.config)
             uid = deployment_uid(deployment.id)
-            work = await asyncio.to_thread(self._stage, run, deployment, version, uid)
+            work = await asyncio.to_thread(self._stage, run, deployment, version, uid, active.call)
             key_id, secret = await self._issue_key(run, owner, config.timeout_seconds)
             spec = ProcessSpec(
                 [str(self._python(version)), config.script_to_run],
@@ -359,7 +427,14 @@ class Worker:
                 f"run {run.id} of {deployment.name} v{run.version} (attempt {run.attempt}, "
                 f"{run.trigger}) started on {self.id}"
             )
-            result = await run_process(spec, logs.add, cancel=active.cancel)
+            result = await active.runner(spec, logs.add, cancel=active.cancel)
+            if active.answer_limit:
+                try:
+                    active.answer = await asyncio.to_thread(
+                        self._answer, run, uid, active.answer_limit
+                    )
+                except _CannotRun as refused:
+                    await logs.note(f"the answer was not sent: {refused}")
             dropped = await asyncio.to_thread(self._collect, run.id, uid)
             if dropped:
                 await logs.note(f"not kept as artifacts (not regular files): {', '.join(dropped)}")
@@ -405,9 +480,15 @@ class Worker:
         return {} if run.input is None else {INPUT_ENV: run_dir / INPUT}
 
     def _stage(
-        self, run: Run, deployment: Deployment, version: DeploymentVersion, uid: int | None
+        self,
+        run: Run,
+        deployment: Deployment,
+        version: DeploymentVersion,
+        uid: int | None,
+        call: Mapping[str, Any] | None = None,
     ) -> Path:
-        """The run's private folder: a copy of the source, the output folder, the input."""
+        """The run's private folder: a copy of the source, the output folder, the input
+        (`call`, when given, instead of the run's own)."""
         source = self.layout.source(deployment.name, version.version)
         python = self._python(version)
         if not source.is_dir():
@@ -437,9 +518,30 @@ class Worker:
         self.layout.artifacts(run.id).mkdir(mode=0o700)
         given = self._files(run).get(REQUEST_ENV) or self._files(run).get(INPUT_ENV)
         if given is not None:
-            given.write_text(json.dumps(run.input or {}), encoding="utf-8")
+            given.write_text(
+                json.dumps(run.input or {} if call is None else call), encoding="utf-8"
+            )
         prepare_private_dir(run_dir, uid)
         return run_dir / WORK
+
+    def _answer(self, run: Run, uid: int | None, limit: int) -> bytes | None:
+        """The webhook answer file, if the script wrote one: a regular file of its own,
+        opened without following links (the folder is the script's to change), and read up
+        to `limit` + 1 bytes."""
+        answer = self._files(run).get(RESPONSE_ENV)
+        if answer is None:
+            return None
+        try:
+            fd = os.open(answer, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as error:
+            raise _CannotRun(f"the answer file cannot be opened: {error.strerror}") from None
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or (uid is not None and info.st_uid != uid):
+                raise _CannotRun("the answer file is not a regular file of the script's own")
+            return handle.read(limit + 1)
 
     def _collect(self, run_id: str, uid: int | None) -> list[str]:
         """Keep the output's regular files (the script's own) as artifacts, owned by the
@@ -533,6 +635,13 @@ class Worker:
             log.exception("could not queue the retry of run %s", run.id)
 
     # --- the instance's folders and orphans -------------------------------------------------
+
+    async def _ensure_layout(self) -> None:
+        """Prepare the instance's folders once, for claimed runs and `run_now` alike."""
+        async with self._preparing:
+            if not self._prepared:
+                await asyncio.to_thread(self._prepare_layout)
+                self._prepared = True
 
     def _prepare_layout(self) -> None:
         """Stage the SDK; as root, let run users pass (not list) the folders to their own."""

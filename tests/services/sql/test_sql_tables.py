@@ -526,3 +526,13 @@ def test_unknown_parameters_on_item_endpoints(shop: Shop, tag: str) -> None:
     assert locs(shop.refused("POST", "customer", query={"upsert": "1"}, body=body)) == [
         ["query", "upsert"]
     ]
+
+
+def test_lists_filtered_alike_share_a_statement_and_each_gets_its_own_values(
+    shop: Shop, tag: str, five: Any
+) -> None:
+    answers = {age: _emails(shop.mine(tag, age=f"lte.{age}")) for age in ("20", "40", "30", "20")}
+    flags = [_emails(shop.mine(tag, active=flag)) for flag in ("is.true", "is.false")]
+
+    assert answers == {"20": ["0"], "40": ["0", "1", "2"], "30": ["0", "1"]}
+    assert flags == [["0", "2", "4"], ["1", "3"]]

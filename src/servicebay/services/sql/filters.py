@@ -10,6 +10,7 @@ import csv
 import operator
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -49,7 +50,41 @@ _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
-def condition(column: ColumnModel, text: str) -> sa.ColumnElement[bool]:
+@dataclass(frozen=True)
+class Filter:
+    """One filter, parsed and its value coerced; the SQL is built from its `shape` with a
+    named bound parameter, so that lists filtered alike share one prepared statement."""
+
+    column: ColumnModel
+    op: str
+    value: Any
+    """The bound value (a list for `in`); for `is`, the constant, which is in the SQL."""
+
+    @property
+    def shape(self) -> tuple[str, str, Any]:
+        return (self.column.name, self.op, self.value if self.op == "is" else None)
+
+    def clause(self, name: str) -> sa.ColumnElement[bool]:
+        target = self.column.column
+        if self.op == "is":
+            return target.is_(self.value)
+        if self.op == "in":
+            return target.in_(sa.bindparam(name, expanding=True, type_=target.type))
+        if self.op in ("like", "ilike"):
+            # An enum is compared as text: PostgreSQL has no LIKE on enum types.
+            as_text = target if self.column.type.choices is None else sa.cast(target, sa.String)
+            pattern = sa.bindparam(name, type_=as_text.type)
+            return as_text.like(pattern) if self.op == "like" else as_text.ilike(pattern)
+        result: sa.ColumnElement[bool] = _COMPARE[self.op](
+            target, sa.bindparam(name, type_=target.type)
+        )
+        return result
+
+    def parameters(self, name: str) -> dict[str, Any]:
+        return {} if self.op == "is" else {name: self.value}
+
+
+def condition(column: ColumnModel, text: str) -> Filter:
     """`text` is the filter as given: `value` (equality) or `op.value`.
 
     A word before the first dot is an operator when it is one; for a text column any
@@ -59,20 +94,15 @@ def condition(column: ColumnModel, text: str) -> sa.ColumnElement[bool]:
     op, value = _split(column, text)
     if column.type.kind not in _ALLOWED[op]:
         raise BadValue(f"{op} does not apply to a {column.type.kind} column")
-    target = column.column
     if op == "is":
-        return _is(column, value)
+        return Filter(column, op, _is(column, value))
     if op == "in":
-        return target.in_([column.type.from_text(item) for item in _items(value)])
+        return Filter(column, op, [column.type.from_text(item) for item in _items(value)])
     if op in ("like", "ilike"):
         if "\x00" in value:
             raise BadValue("may not contain a NUL character")
-        pattern = value.replace("*", "%")
-        # An enum is compared as text: PostgreSQL has no LIKE on enum types.
-        as_text = target if column.type.choices is None else sa.cast(target, sa.String)
-        return as_text.like(pattern) if op == "like" else as_text.ilike(pattern)
-    result: sa.ColumnElement[bool] = _COMPARE[op](target, column.type.from_text(value))
-    return result
+        return Filter(column, op, value.replace("*", "%"))
+    return Filter(column, op, column.type.from_text(value))
 
 
 def _split(column: ColumnModel, text: str) -> tuple[str, str]:
@@ -89,12 +119,12 @@ def _split(column: ColumnModel, text: str) -> tuple[str, str]:
     return "eq", text
 
 
-def _is(column: ColumnModel, value: str) -> sa.ColumnElement[bool]:
+def _is(column: ColumnModel, value: str) -> bool | None:
     if value not in _IS:
         raise BadValue("is takes null, true or false")
     if value != "null" and column.type.kind is not Kind.BOOLEAN:
         raise BadValue(f"is.{value} applies to boolean columns only")
-    return column.column.is_(_IS[value])
+    return _IS[value]
 
 
 def _items(value: str) -> list[str]:

@@ -11,11 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
 from servicebay.core.errors import InvalidInput
 from servicebay.services.sql.errors import FieldError, field_error, given_twice, invalid
-from servicebay.services.sql.filters import condition
+from servicebay.services.sql.filters import Filter, condition
 from servicebay.services.sql.pagination import Sort, decode, parse_order
 from servicebay.services.sql.schema import ColumnModel, TableModel
 from servicebay.services.sql.values import BadValue
@@ -25,7 +23,7 @@ CONTROLS = ("select", "order", "limit", "cursor")
 
 @dataclass(frozen=True)
 class ListRequest:
-    where: list[sa.ColumnElement[bool]]
+    filters: list[Filter]
     select: list[ColumnModel]
     sorts: list[Sort]
     limit: int
@@ -65,7 +63,7 @@ def parse_list(
     table: TableModel, query: Sequence[tuple[str, str]], default_limit: int, max_limit: int
 ) -> ListRequest:
     given, errors = controls(query, CONTROLS)
-    where: list[sa.ColumnElement[bool]] = []
+    filters: list[Filter] = []
     for name, value in query:
         if name in CONTROLS:
             continue
@@ -76,7 +74,7 @@ def parse_list(
             )
             continue
         try:
-            where.append(condition(column, value))
+            filters.append(condition(column, value))
         except BadValue as error:
             errors.append(field_error(["query", name], error))
     select: list[ColumnModel] = []
@@ -98,7 +96,7 @@ def parse_list(
             errors.extend(error.errors or [])
     if errors:
         raise invalid(errors)
-    return ListRequest(where, select, sorts, limit, after)
+    return ListRequest(filters, select, sorts, limit, after)
 
 
 def _limit(text: str | None, default: int, maximum: int, errors: list[FieldError]) -> int:

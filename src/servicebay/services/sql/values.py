@@ -115,7 +115,9 @@ class ValueType:
         does not fit its column's kind is shown as it is rather than refused.
         """
         if value is None or (self.kind in _AS_READ and type(value) in (int, str)):
-            return value  # the common case, answered before the checks below
+            return value  # the common cases, answered before the checks below
+        if type(value) is dt.datetime:
+            return value.isoformat()
         if self.kind is Kind.BOOLEAN and type(value) is int and value in (0, 1):
             return bool(value)
         if self.kind is Kind.DECIMAL and isinstance(value, int | float | Decimal | str):

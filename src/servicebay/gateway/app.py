@@ -22,6 +22,7 @@ from servicebay.gateway import docs, health, problems
 from servicebay.gateway.api import router as api_router
 from servicebay.gateway.dispatch import ServiceCalls
 from servicebay.gateway.envelope import Envelope
+from servicebay.gateway.hooks import WebhookCalls, Webhooks
 from servicebay.gateway.limits import RateLimiter
 from servicebay.gateway.metrics import GatewayMetrics
 from servicebay.runtime.alerts import Alerter
@@ -83,6 +84,8 @@ def create_app(settings: Settings, role: Role = Role.all) -> Envelope:
             components.append(
                 Scheduler(instance.engine, registry=metrics.registry, on_enqueued=wake)
             )
+        app.state.webhooks = Webhooks(instance, app.state.worker, on_finished=run_finished)
+        components.append(app.state.webhooks)
         node = Node(components)
         await instance.audit.write(AuditRecord(action="gateway.start", outcome="allowed"))
         try:
@@ -119,7 +122,7 @@ def create_app(settings: Settings, role: Role = Role.all) -> Envelope:
     app.include_router(health.router)
     app.include_router(api_router)
     return Envelope(
-        ServiceCalls(app, app.state),
+        WebhookCalls(ServiceCalls(app, app.state), app.state, domain=settings.domain),
         audit=lambda: get_instance_of(app).audit,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,

@@ -1,0 +1,617 @@
+"""Webhook calls: `/hooks/{name}[/...]`, or any path on host `{name}.{BAY_DOMAIN}`.
+
+A webhook deployment runs its script once per call. Like service calls, this is plain ASGI
+in front of the FastAPI app (`WebhookCalls`): a call needs none of FastAPI's routing, and a
+sync webhook's whole answer should take a few milliseconds.
+
+1. **Which webhook.** The deployment and its active version's config are looked up by name
+   and reused for `BAY_AUTH_CACHE_SECONDS`, so a deploy or a rollback reaches every node
+   within seconds. An unknown name, or a deployment of another kind, is a 404; a webhook
+   without a version that built is a 503 saying whether it is building or failed.
+2. **Who may call** (`auth` in webhook.json): `api_key` (the owner and admins always; others
+   need `invoke` on `webhook:{name}`), `public` (anyone; a key, if sent, is not looked at),
+   or `hmac-sha256` (the raw body signed GitHub's, Stripe's or the generic way with the
+   value of the secret named by `secret`, which must allow `deployment:{name}`). Every
+   call, refusals included, is audited as `webhook.invoke` on `webhook:{name}`.
+3. **The run.** The call becomes a run (trigger `webhook`; actor: the caller with a key)
+   whose script reads the call from its BAY_WEBHOOK_REQUEST file, without the caller's key
+   (no `Authorization`, `X-API-Key` or `?api_key=`) but with `X-Bay-Request-Id`, and
+   `X-Bay-User` and `X-Bay-Teams` for a caller with a key. `mode` `async`: the run is
+   queued and the caller gets 202 with its id. `sync`: this node runs it at once
+   (`Worker.run_now`), forked from a warm interpreter (`Zygotes`), and answers with what
+   the script sent through `webhook_response.send_response`; a script that sent nothing
+   gets a JSON summary of the run (200 if it succeeded, 500 if not); a script still
+   running at `timeout_seconds` is stopped, and the caller gets a 504 naming the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, select
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from servicebay.core.access import Principal
+from servicebay.core.errors import (
+    Forbidden,
+    NotFound,
+    ServiceBayError,
+    ServiceUnavailable,
+)
+from servicebay.core.instance import Instance
+from servicebay.core.models import Deployment, DeploymentVersion, Run, utcnow
+from servicebay.core.secret_store import reveal
+from servicebay.gateway.auth import admit, key_of
+from servicebay.gateway.context import request_context
+from servicebay.gateway.limits import RateLimiter
+from servicebay.gateway.problems import problem_response
+from servicebay.gateway.signatures import BadSignature, verify
+from servicebay.runtime import runs
+from servicebay.runtime.config import DEPLOYMENT_NAME, WebhookConfig
+from servicebay.runtime.process import OnLine, ProcessError, ProcessResult, ProcessSpec, run_process
+from servicebay.runtime.worker import OnFinished, Outcome, Runner, Worker
+from servicebay.runtime.zygote import Zygote, ZygoteError
+
+log = logging.getLogger(__name__)
+
+HOOKS_PATH = re.compile(r"^/hooks/([^/]+)(/.*)?$")
+ROUTE = "/hooks/{name}"
+"""The route template the envelope reports for metrics and audit, whichever way it came."""
+KEY_PARAMETER = "api_key"
+CALLER_HEADERS = frozenset({"authorization", "x-api-key"})
+"""The caller's key, in whichever header it came: never passed to the script."""
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+"""Headers of one connection, not of the message (RFC 9110 7.6.1): neither passed to the
+script nor taken from its answer."""
+OWN_HEADER_PREFIX = "x-bay-"
+"""Identity headers the platform sets; a caller's own are dropped, never believed."""
+TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+ZYGOTE_IDLE_SECONDS = 600.0
+"""A warm interpreter nobody called for this long is stopped (the next call starts one)."""
+REAP_EVERY_SECONDS = 60.0
+LOOKUPS_KEPT = 10_000
+"""Names whose lookup is reused at most (unknown names included: guessing costs memory)."""
+RUN_HEADER = "X-Bay-Run-Id"
+"""On every answer to a call: the id of the run it became."""
+
+
+class SignatureRefused(ServiceBayError):
+    """A call to an hmac-sha256 webhook without a valid signature."""
+
+    status = 401
+    title = "Unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'HMAC-SHA256 realm="servicebay"'}
+
+
+class _RunProblem(ServiceBayError):
+    """A sync call whose run did not give an answer to send; the problem names the run."""
+
+    def __init__(self, message: str, *, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+    def headers(self) -> dict[str, str]:
+        return {RUN_HEADER: self.run_id}
+
+
+class BadAnswer(_RunProblem):
+    """The script wrote an answer file the platform cannot send."""
+
+    status = 502
+    title = "Bad Gateway"
+
+
+class TimedOut(_RunProblem):
+    status = 504
+    title = "Gateway Timeout"
+
+
+# --- which webhook --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A webhook as the calls to it see it: its deployment, active version and config."""
+
+    name: str
+    deployment_id: str
+    owner_id: str
+    version: int
+    config: WebhookConfig
+    signing_key: str | None
+    """With auth hmac-sha256, the secret's value, when it may be revealed to the deployment."""
+    signing_problem: str | None
+    """Otherwise, why it cannot be (no such secret, or not allowed for the deployment)."""
+
+    @property
+    def resource(self) -> str:
+        return f"webhook:{self.name}"
+
+
+@dataclass(frozen=True)
+class _Missing:
+    """A name that does not lead to a webhook that can run: the error to answer with."""
+
+    error: type[ServiceBayError]
+    message: str
+
+
+Found = Hook | _Missing
+
+
+class Webhooks:
+    """What the webhook front needs besides the instance: the lookups it reuses, the worker
+    that runs sync calls, and their warm interpreters. A node component: started and
+    stopped with the node (stopping ends the warm interpreters)."""
+
+    def __init__(
+        self, instance: Instance, worker: Worker | None, *, on_finished: OnFinished | None
+    ) -> None:
+        self.instance = instance
+        self.ttl = instance.settings.auth_cache_seconds
+        self.worker = worker or Worker(instance, on_finished=on_finished)
+        """The node's worker, or one of the webhooks' own that only runs sync calls."""
+        self.wake: Callable[[], None] | None = worker.wake if worker else None
+        self.zygotes = Zygotes()
+        self._found: OrderedDict[str, tuple[float, Found]] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[Found]] = {}
+
+    async def start(self) -> None:
+        await self.zygotes.start()
+
+    async def stop(self) -> None:
+        await self.zygotes.stop()
+
+    async def find(self, name: str) -> Hook:
+        """The webhook `name`, from a lookup at most `ttl` old (one query at a time per name)."""
+        hit = self._found.get(name)
+        if hit is not None and hit[0] > time.monotonic():
+            found = hit[1]
+        else:
+            pending = self._loading.get(name)
+            if pending is None:
+                pending = asyncio.ensure_future(self._look_up(name))
+                self._loading[name] = pending
+                pending.add_done_callback(lambda _: self._loading.pop(name, None))
+            found = await asyncio.shield(pending)
+        if isinstance(found, _Missing):
+            raise found.error(found.message)
+        return found
+
+    async def _look_up(self, name: str) -> Found:
+        found = await self._read(name)
+        self._found[name] = (time.monotonic() + self.ttl, found)
+        self._found.move_to_end(name)
+        while len(self._found) > LOOKUPS_KEPT:
+            self._found.popitem(last=False)
+        return found
+
+    async def _read(self, name: str) -> Found:
+        async with self.instance.sessions() as session:
+            row = (
+                await session.execute(
+                    select(Deployment, DeploymentVersion)
+                    .outerjoin(
+                        DeploymentVersion,
+                        and_(
+                            DeploymentVersion.deployment_id == Deployment.id,
+                            DeploymentVersion.version == Deployment.active_version,
+                        ),
+                    )
+                    .where(Deployment.name == name)
+                )
+            ).first()
+            if row is None or row[0].kind != "webhook":
+                what = "nothing" if row is None else f"a {row[0].kind} deployment"
+                return _Missing(
+                    NotFound,
+                    f"there is no webhook {name!r} ({what} has that name): "
+                    "`bay deployments list` shows the webhooks",
+                )
+            deployment, version = row
+            if version is None or version.status != "ready":
+                latest = await session.scalar(
+                    select(DeploymentVersion)
+                    .where(DeploymentVersion.deployment_id == deployment.id)
+                    .order_by(DeploymentVersion.version.desc())
+                    .limit(1)
+                )
+                state = "has no version" if latest is None else f"is {latest.status}"
+                return _Missing(
+                    ServiceUnavailable,
+                    f"webhook {name} has no version that built yet: its newest version "
+                    f"{state}; `bay deployments show {name}` has the build log",
+                )
+            config = WebhookConfig.model_validate(version.config)
+            key, problem = None, None
+            if config.auth == "hmac-sha256" and config.secret is not None:
+                try:
+                    key = await reveal(
+                        session,
+                        self.instance.master_key,
+                        config.secret,
+                        for_resource=f"deployment:{name}",
+                    )
+                except (NotFound, Forbidden) as error:
+                    problem = (
+                        f"webhook {name} checks signatures with secret {config.secret}, which "
+                        f"cannot be used: {error.message}. Its owner or an admin can fix it: "
+                        f"bay secrets set {config.secret} --allow deployment:{name} (or, if it "
+                        f"exists, bay secrets allow {config.secret} deployment:{name})"
+                    )
+        return Hook(name, deployment.id, deployment.owner_id, version.version, config, key, problem)
+
+    async def start_run(self, hook: Hook, actor: str | None, call: dict[str, Any]) -> Run:
+        """The call's run: queued (async: the call is its input), or claimed by this node's
+        worker to run at once (sync: the call is handed over in memory)."""
+        sync = hook.config.mode == "sync"
+        async with self.instance.sessions() as session, session.begin():
+            deployment = await session.get(Deployment, hook.deployment_id)
+            if deployment is None:
+                raise NotFound(f"webhook {hook.name} has just been deleted")
+            run = await runs.create_run(
+                session,
+                deployment,
+                trigger="webhook",
+                actor=actor,
+                input=None if sync else call,
+                version=hook.version,
+            )
+            if sync:
+                run.status, run.started_at, run.worker = "running", utcnow(), self.worker.id
+        if not sync and self.wake is not None:
+            self.wake()
+        return run
+
+    async def run_now(self, hook: Hook, run: Run, call: dict[str, Any], limit: int) -> Outcome:
+        runner = self.zygotes.runner(hook.deployment_id, hook.version)
+        return await self.worker.run_now(run, call=call, runner=runner, answer_limit=limit)
+
+
+# --- warm interpreters ----------------------------------------------------------------------
+
+
+@dataclass
+class _Warm:
+    version: int
+    zygote: Zygote
+    users: int = 0
+    retired: bool = False
+    used_at: float = 0.0
+
+
+class Zygotes:
+    """A warm interpreter (`runtime.zygote`) per webhook deployment, for its active version.
+
+    Started by the first sync call, which forks from it like every later one; a call for
+    another version (a deploy, a rollback) starts that version's and retires the old one,
+    which stops once its last call has ended. One unused for ZYGOTE_IDLE_SECONDS stops.
+    """
+
+    def __init__(self) -> None:
+        self._warm: dict[str, _Warm] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._reaper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._reaper = asyncio.create_task(self._reap(), name="zygote-reaper")
+
+    async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        warm, self._warm = list(self._warm.values()), {}
+        await asyncio.gather(
+            *(entry.zygote.stop() for entry in warm), *self._stopping, return_exceptions=True
+        )
+
+    def runner(self, deployment_id: str, version: int) -> Runner:
+        """What runs a script of this version: a fork of its warm interpreter."""
+
+        async def run(
+            spec: ProcessSpec, on_line: OnLine | None = None, *, cancel: asyncio.Event | None = None
+        ) -> ProcessResult:
+            warm = self._take(deployment_id, version, spec)
+            try:
+                try:
+                    await warm.zygote.start()
+                except ZygoteError as error:
+                    log.warning("no warm interpreter; a new one runs the call: %s", error)
+                    return await run_process(spec, on_line, cancel=cancel)
+                try:
+                    return await warm.zygote.run(spec, on_line, cancel=cancel)
+                except ZygoteError as error:
+                    raise ProcessError(str(error)) from None
+            finally:
+                self._give_back(warm)
+
+        return run
+
+    def _take(self, deployment_id: str, version: int, spec: ProcessSpec) -> _Warm:
+        warm = self._warm.get(deployment_id)
+        if warm is None or warm.version != version:
+            if warm is not None:
+                self._retire(warm)
+            warm = _Warm(version, zygote_for(spec))
+            self._warm[deployment_id] = warm
+        warm.users += 1
+        return warm
+
+    def _give_back(self, warm: _Warm) -> None:
+        warm.users -= 1
+        warm.used_at = time.monotonic()
+        if warm.retired and warm.users == 0:
+            self._stop_later(warm)
+
+    def _retire(self, warm: _Warm) -> None:
+        warm.retired = True
+        if warm.users == 0:
+            self._stop_later(warm)
+
+    def _stop_later(self, warm: _Warm) -> None:
+        task = asyncio.create_task(warm.zygote.stop(), name="zygote-stop")
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_EVERY_SECONDS)
+            idle_since = time.monotonic() - ZYGOTE_IDLE_SECONDS
+            for deployment_id, warm in list(self._warm.items()):
+                if warm.users == 0 and warm.used_at < idle_since:
+                    del self._warm[deployment_id]
+                    self._retire(warm)
+
+
+def zygote_for(spec: ProcessSpec) -> Zygote:
+    """The warm interpreter for runs like `spec`: same interpreter and user, and of the
+    environment what shapes an interpreter as it starts (its `PYTHONPATH` is where the SDK
+    it preloads comes from) and nothing of one run (no key, no files)."""
+    shaping = {
+        name: value
+        for name, value in spec.env.items()
+        if name in ("PATH", "LANG") or name.startswith(("PYTHON", "LC_"))
+    }
+    environment = Path(spec.argv[0]).parent.parent  # <env>/bin/python: the run user may pass
+    return Zygote(spec.argv[0], environment, shaping, uid=spec.uid, gid=spec.gid)
+
+
+# --- the front ------------------------------------------------------------------------------
+
+
+class WebhookCalls:
+    """Answers webhook calls itself and passes every other request to `app`."""
+
+    def __init__(self, app: ASGIApp, state: Any, *, domain: str | None) -> None:
+        self.app = app
+        self.state = state
+        """The FastAPI app's `state`, which its lifespan fills with the instance and the
+        `Webhooks`."""
+        self.domain = domain.lower().rstrip(".") if domain else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target = _target(scope, self.domain)
+        if target is None:
+            await self.app(scope, receive, send)
+            return
+        name, path = target
+        scope["route_path"] = ROUTE
+        try:
+            response = await self._answer(Request(scope, receive), name, path)
+        except ServiceBayError as error:
+            if error.status >= 500:
+                log.error("%s: %s", error.title, error.message)
+            response = problem_response(
+                scope,
+                error.status,
+                error.message,
+                title=error.title,
+                errors=error.errors,
+                headers=error.headers(),
+            )
+        await response(scope, receive, send)
+
+    async def _answer(self, request: Request, name: str, path: str) -> Response:
+        webhooks: Webhooks = self.state.webhooks
+        if not DEPLOYMENT_NAME.match(name):
+            raise NotFound(f"there is no webhook {name!r}: webhook names are lowercase")
+        hook = await webhooks.find(name)
+        context = request_context(request.scope)
+        context.record("webhook.invoke", hook.resource, mode=hook.config.mode)
+        caller = await self._admit(request, hook)
+        call = _call_of(request, path, await request.body(), caller, context.request_id)
+        run = await webhooks.start_run(hook, caller.email if caller else None, call)
+        context.detail["run_id"] = run.id
+        headers = {RUN_HEADER: run.id}
+        if hook.config.mode == "async":
+            return JSONResponse(
+                {"run": run.id, "status": run.status},
+                status_code=202,
+                headers={**headers, "Location": f"/api/v1/runs/{run.id}"},
+            )
+        limit = self.state.instance.settings.max_body_bytes
+        outcome = await webhooks.run_now(hook, run, call, _answer_file_limit(limit))
+        ended = outcome.run
+        context.detail["status"] = ended.status
+        if outcome.answer is not None:
+            return _answer_of(outcome.answer, limit, run.id, hook.name)
+        if ended.status == "timed_out":
+            raise TimedOut(
+                f"webhook {name} did not answer within {hook.config.timeout_seconds} s: its "
+                f"run {run.id} was stopped ({ended.reason}); `bay runs logs {run.id}` has "
+                "its log",
+                run_id=run.id,
+            )
+        summary = {"run": run.id, "status": ended.status, "exit_code": ended.exit_code}
+        return JSONResponse(
+            summary, status_code=200 if ended.status == "succeeded" else 500, headers=headers
+        )
+
+    async def _admit(self, request: Request, hook: Hook) -> Principal | None:
+        """The caller, for a webhook called with a key; refusals are 401, 403 or 503."""
+        config = hook.config
+        if config.auth == "public":
+            return None
+        if config.auth == "hmac-sha256":
+            if hook.signing_key is None:
+                raise ServiceUnavailable(hook.signing_problem or "no signing secret is set")
+            try:
+                style = verify(hook.signing_key, await request.body(), request.headers)
+            except BadSignature as refused:
+                raise SignatureRefused(f"webhook {hook.name}: {refused}") from None
+            request_context(request.scope).detail["signature"] = style
+            return None
+        instance: Instance = self.state.instance
+        limiter: RateLimiter = self.state.rate_limiter
+        caller = await admit(instance, limiter, request.scope, key_of(request))
+        if caller.admin or caller.user_id == hook.owner_id:
+            return caller
+        decision = await instance.authorizer.decide(caller.subject, hook.resource, "invoke")
+        if not decision.allowed:
+            raise Forbidden(
+                f"you need `invoke` on `{hook.resource}`: {decision.reason}; its owner or an "
+                f"admin can grant it: bay grant user:{caller.email} {hook.resource} invoke"
+            )
+        request_context(request.scope).detail["grant"] = decision.grant
+        return caller
+
+
+def _target(scope: Scope, domain: str | None) -> tuple[str, str] | None:
+    """(webhook name, the path the script sees) for a webhook call, None for anything else."""
+    if scope["type"] != "http":
+        return None
+    if domain:
+        host = _host(scope)
+        label, dot, rest = host.partition(".")
+        if dot and rest == domain and label:
+            return label, scope["path"] or "/"
+    match = HOOKS_PATH.match(scope["path"])
+    if match is None:
+        return None
+    return match.group(1), match.group(2) or "/"
+
+
+def _host(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            host: str = value.decode("latin-1").lower()
+            return host.rsplit(":", 1)[0].rstrip(".") if not host.endswith("]") else host
+    return ""
+
+
+def _call_of(
+    request: Request, path: str, body: bytes, caller: Principal | None, request_id: str
+) -> dict[str, Any]:
+    """The call as the script reads it (`servicebay.webhook`), without the caller's key."""
+    headers = [
+        [name, value]
+        for name, value in request.headers.items()
+        if name not in CALLER_HEADERS
+        and name not in HOP_BY_HOP
+        and not name.startswith(OWN_HEADER_PREFIX)
+    ]
+    headers.append(["x-bay-request-id", request_id])
+    if caller is not None:
+        headers += [["x-bay-user", caller.email], ["x-bay-teams", ",".join(caller.teams)]]
+    return {
+        "method": request.method,
+        "path": path,
+        "query": [
+            [name, value]
+            for name, value in request.query_params.multi_items()
+            if name.lower() != KEY_PARAMETER
+        ],
+        "headers": headers,
+        "body_base64": base64.b64encode(body).decode("ascii"),
+    }
+
+
+def _answer_file_limit(body_limit: int) -> int:
+    """The largest answer file read: a body of `body_limit` bytes in base64, and headers."""
+    return body_limit * 4 // 3 + 64 * 1024
+
+
+def _answer_of(raw: bytes, body_limit: int, run_id: str, name: str) -> Response:
+    """The script's answer file as the HTTP answer; a 502 naming what is wrong with it."""
+    if len(raw) > _answer_file_limit(body_limit):
+        raise BadAnswer(
+            f"webhook {name} answered with more than the {body_limit} bytes an answer may "
+            "have (BAY_MAX_BODY_BYTES)",
+            run_id=run_id,
+        )
+    try:
+        answer = json.loads(raw)
+        status = answer["status_code"]
+        pairs = answer.get("headers") or []
+        body = base64.b64decode(answer.get("body_base64") or "", validate=True)
+        if not isinstance(status, int) or not 200 <= status <= 599:
+            raise ValueError(f"status_code {status!r} is not a final HTTP status (200-599)")
+        raw_headers = _answer_headers(pairs)
+    except (ValueError, KeyError, TypeError, binascii.Error) as error:
+        raise BadAnswer(
+            f"webhook {name}'s answer cannot be sent ({error}); answer with "
+            "webhook_response.send_response(data=..., headers=..., status_code=...)",
+            run_id=run_id,
+        ) from None
+    if len(body) > body_limit:
+        raise BadAnswer(
+            f"webhook {name} answered with {len(body)} bytes, more than the {body_limit} an "
+            "answer may have (BAY_MAX_BODY_BYTES)",
+            run_id=run_id,
+        )
+    response = Response(body, status_code=status, headers={RUN_HEADER: run_id})
+    response.raw_headers.extend(raw_headers)
+    return response
+
+
+def _answer_headers(pairs: Any) -> list[tuple[bytes, bytes]]:
+    """The answer's headers fit to send: valid names and values, minus those of the
+    connection (hop-by-hop, or named by its Connection header) and those the platform sets."""
+    if not isinstance(pairs, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)
+        for pair in pairs
+    ):
+        raise ValueError("headers must be a list of [name, value] strings")
+    named = {
+        token.strip().lower()
+        for name, value in pairs
+        if name.lower() == "connection"
+        for token in value.split(",")
+    }
+    dropped = HOP_BY_HOP | named | {"content-length", "x-request-id", RUN_HEADER.lower()}
+    kept = []
+    for name, value in pairs:
+        if not TOKEN.match(name) or any(c in value for c in "\r\n\x00"):
+            raise ValueError(f"header {name!r} is not a valid HTTP header")
+        if name.lower() not in dropped:
+            kept.append((name.lower().encode("latin-1"), value.encode("utf-8")))
+    return kept

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, select
+from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -142,8 +143,8 @@ class Hook:
     """A webhook as the calls to it see it: its deployment, active version and config."""
 
     name: str
-    deployment_id: str
-    owner_id: str
+    deployment: Deployment
+    """As read (no longer attached to a session): what runs are created for."""
     version: int
     config: WebhookConfig
     signing_key: str | None
@@ -267,32 +268,32 @@ class Webhooks:
                         f"bay secrets set {config.secret} --allow deployment:{name} (or, if it "
                         f"exists, bay secrets allow {config.secret} deployment:{name})"
                     )
-        return Hook(name, deployment.id, deployment.owner_id, version.version, config, key, problem)
+        return Hook(name, deployment, version.version, config, key, problem)
 
     async def start_run(self, hook: Hook, actor: str | None, call: dict[str, Any]) -> Run:
         """The call's run: queued (async: the call is its input), or claimed by this node's
         worker to run at once (sync: the call is handed over in memory)."""
         sync = hook.config.mode == "sync"
-        async with self.instance.sessions() as session, session.begin():
-            deployment = await session.get(Deployment, hook.deployment_id)
-            if deployment is None:
-                raise NotFound(f"webhook {hook.name} has just been deleted")
-            run = await runs.create_run(
-                session,
-                deployment,
-                trigger="webhook",
-                actor=actor,
-                input=None if sync else call,
-                version=hook.version,
-            )
-            if sync:
-                run.status, run.started_at, run.worker = "running", utcnow(), self.worker.id
+        try:
+            async with self.instance.sessions() as session, session.begin():
+                run = await runs.create_run(
+                    session,
+                    hook.deployment,
+                    trigger="webhook",
+                    actor=actor,
+                    input=None if sync else call,
+                    version=hook.version,
+                )
+                if sync:
+                    run.status, run.started_at, run.worker = "running", utcnow(), self.worker.id
+        except IntegrityError:  # the deployment was deleted since it was looked up
+            raise NotFound(f"webhook {hook.name} has just been deleted") from None
         if not sync and self.wake is not None:
             self.wake()
         return run
 
     async def run_now(self, hook: Hook, run: Run, call: dict[str, Any], limit: int) -> Outcome:
-        runner = self.zygotes.runner(hook.deployment_id, hook.version)
+        runner = self.zygotes.runner(hook.deployment.id, hook.version)
         return await self.worker.run_now(run, call=call, runner=runner, answer_limit=limit)
 
 
@@ -493,7 +494,7 @@ class WebhookCalls:
         instance: Instance = self.state.instance
         limiter: RateLimiter = self.state.rate_limiter
         caller = await admit(instance, limiter, request.scope, key_of(request))
-        if caller.admin or caller.user_id == hook.owner_id:
+        if caller.admin or caller.user_id == hook.deployment.owner_id:
             return caller
         decision = await instance.authorizer.decide(caller.subject, hook.resource, "invoke")
         if not decision.allowed:

@@ -223,7 +223,10 @@ def test_runs_are_listed_newest_first_and_filtered(node: Server, analyst: tuple[
             for name in (good.name, bad.name, good.name)
         ]
         ended = [finished(client, run_id) for run_id in ids]
-        assert [run["status"] for run in ended] == ["succeeded", "failed", "succeeded"]
+        assert [run["status"] for run in ended] == ["succeeded", "failed", "succeeded"], [
+            (run["status"], run["reason"], client.get(f"/api/v1/runs/{run['id']}/logs").text)
+            for run in ended
+        ]
         assert ended[1]["exit_code"] == 4
         assert ended[1]["reason"] == "exited with code 4"
 

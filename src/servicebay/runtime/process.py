@@ -310,13 +310,12 @@ async def supervise(
     """
     capture = LogCapture(spec.log_limit_bytes, on_line)
     pipes = [os.fdopen(stdout, "rb", buffering=0), os.fdopen(stderr, "rb", buffering=0)]
-    transports: list[asyncio.BaseTransport] = []
+    readers: list[_PipeReader] = []
     drains: list[asyncio.Task[None]] = []
     try:
         for name, pipe in zip(STREAMS, pipes, strict=True):
-            reader, transport = await _read_pipe(pipe)
-            transports.append(transport)
-            drains.append(asyncio.create_task(capture.drain(name, reader)))
+            readers.append(_PipeReader(pipe))
+            drains.append(asyncio.create_task(capture.drain(name, readers[-1].reader)))
         ending = await _wait_for_ending(exited, drains, spec.timeout_seconds, cancel)
         if ending != "exited":
             reason = "cancelled"
@@ -344,9 +343,9 @@ async def supervise(
             task.cancel()
         raise
     finally:
-        for transport in transports:
-            transport.close()
-        for pipe in pipes[len(transports) :]:
+        for reader in readers:
+            reader.close()
+        for pipe in pipes[len(readers) :]:
             pipe.close()
     return ProcessResult(
         exit_code=returncode if returncode >= 0 else None,
@@ -497,11 +496,46 @@ def _character_boundary(data: bytearray, limit: int) -> int:
     return cut
 
 
-async def _read_pipe(pipe: BinaryIO) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=READ_BYTES)
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
-    return reader, transport
+class _PipeReader:
+    """A pipe's bytes fed into a StreamReader by `add_reader` and `os.read`.
+
+    Not `loop.connect_read_pipe`: under uvloop (which uvicorn uses when installed) its
+    transport closes the descriptor twice (MagicStack/uvloop#763), and the second close
+    can hit an unrelated file or socket opened in between with the same number.
+    """
+
+    def __init__(self, pipe: BinaryIO) -> None:
+        self.pipe = pipe
+        self.fd = pipe.fileno()
+        self.reader = asyncio.StreamReader(limit=READ_BYTES)
+        self.loop = asyncio.get_running_loop()
+        os.set_blocking(self.fd, False)
+        self.loop.add_reader(self.fd, self._readable)
+        self._watching = True
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.fd, READ_BYTES)
+        except BlockingIOError:
+            return
+        except OSError as error:
+            self._unwatch()
+            self.reader.set_exception(error)
+            return
+        if data:
+            self.reader.feed_data(data)
+        else:
+            self._unwatch()
+            self.reader.feed_eof()
+
+    def _unwatch(self) -> None:
+        if self._watching:
+            self._watching = False
+            self.loop.remove_reader(self.fd)
+
+    def close(self) -> None:
+        self._unwatch()
+        self.pipe.close()
 
 
 def _close(*fds: int) -> None:

@@ -12,7 +12,6 @@ decision is made here, before any query runs.
 from __future__ import annotations
 
 import json
-import logging
 import re
 from typing import Any
 from urllib.parse import unquote
@@ -33,12 +32,10 @@ from servicebay.gateway.auth import admit, key_of
 from servicebay.gateway.context import request_context
 from servicebay.gateway.docs import service_document
 from servicebay.gateway.limits import RateLimiter
-from servicebay.gateway.problems import problem_response
+from servicebay.gateway.problems import error_response
 from servicebay.services.base import Service, ServiceCall
 from servicebay.services.registry import ServiceRegistry
 from servicebay.services.spec import RESERVED_NAMES
-
-log = logging.getLogger(__name__)
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 KEY_PARAMETER = "api_key"
@@ -66,16 +63,7 @@ class ServiceCalls:
         try:
             response = await self._answer(request, name)
         except ServiceBayError as error:
-            if error.status >= 500:
-                log.error("%s: %s", error.title, error.message)
-            response = problem_response(
-                scope,
-                error.status,
-                error.message,
-                title=error.title,
-                errors=error.errors,
-                headers=error.headers(),
-            )
+            response = error_response(scope, error)
         await response(scope, receive, send)
 
     async def _answer(self, request: Request, name: str) -> Response:

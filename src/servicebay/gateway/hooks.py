@@ -59,7 +59,7 @@ from servicebay.core.secret_store import reveal
 from servicebay.gateway.auth import admit, key_of
 from servicebay.gateway.context import request_context
 from servicebay.gateway.limits import RateLimiter
-from servicebay.gateway.problems import problem_response
+from servicebay.gateway.problems import error_response
 from servicebay.gateway.signatures import BadSignature, verify
 from servicebay.runtime import runs
 from servicebay.runtime.config import DEPLOYMENT_NAME, WebhookConfig
@@ -429,16 +429,7 @@ class WebhookCalls:
         try:
             response = await self._answer(Request(scope, receive), name, path)
         except ServiceBayError as error:
-            if error.status >= 500:
-                log.error("%s: %s", error.title, error.message)
-            response = problem_response(
-                scope,
-                error.status,
-                error.message,
-                title=error.title,
-                errors=error.errors,
-                headers=error.headers(),
-            )
+            response = error_response(scope, error)
         await response(scope, receive, send)
 
     async def _answer(self, request: Request, name: str, path: str) -> Response:

@@ -103,18 +103,24 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def error_response(scope: Scope, error: ServiceBayError) -> JSONResponse:
+    """A domain error as its problem answer, for FastAPI's handler and the plain-ASGI
+    fronts alike; server-side ones are logged."""
+    if error.status >= 500:
+        log.error("%s: %s", error.title, error.message)
+    return problem_response(
+        scope,
+        error.status,
+        error.message,
+        title=error.title,
+        errors=error.errors,
+        headers=error.headers(),
+    )
+
+
 async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceBayError)
-    if exc.status >= 500:
-        log.error("%s: %s", exc.title, exc.message)
-    return problem_response(
-        request.scope,
-        exc.status,
-        exc.message,
-        title=exc.title,
-        errors=exc.errors,
-        headers=exc.headers(),
-    )
+    return error_response(request.scope, exc)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -129,6 +130,8 @@ def main() -> None:
                         help="before measuring, keep both servers up this long (to attach "
                         "a profiler; their PIDs are printed)")  # fmt: skip
     args = parser.parse_args()
+    # A terminated benchmark still stops its servers and drops its databases.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if not shutil.which("wrk"):
         raise SystemExit("this benchmark needs wrk: apt-get install wrk")
 

@@ -65,6 +65,8 @@ def _varied(shop: Shop, tag: str, count: int, start: int = 0) -> None:
         "born.desc,wakes_at",
         "created_at",
         "email.desc",
+        "id.desc",
+        "name,id",
     ],
 )
 def test_pages_match_one_long_list(shop: Shop, tag: str, order: str | None) -> None:
@@ -103,6 +105,27 @@ def test_pages_stay_correct_while_rows_are_inserted(shop: Shop, tag: str) -> Non
     assert original <= set(emails)
     positions = [[row["email"] for row in final].index(email) for email in emails]
     assert positions == sorted(positions)
+
+
+@pytest.mark.parametrize(
+    ("order", "ordered_by"),
+    [
+        ("name", ["name.asc", "email.asc"]),
+        ("id.desc", ["id.desc"]),
+        ("name,id", ["name.asc", "id.asc"]),
+    ],
+)
+def test_the_key_breaks_ties_only_when_no_ordered_column_is_unique(
+    shop: Shop, tag: str, order: str, ordered_by: list[str]
+) -> None:
+    """`id` is the primary key: ordering by it is already total, and adding the key
+    (`email`) after it would stop the database from using id's index for the order."""
+    _varied(shop, tag, 3)
+    query = {"email": f"like.{tag}-*", "limit": "1", "order": order}
+
+    cursor = shop.call("GET", "customer", query=query).body["next"]
+
+    assert json.loads(base64.urlsafe_b64decode(cursor + "==="))["order"] == ordered_by
 
 
 def test_a_cursor_only_works_with_its_order(shop: Shop, tag: str) -> None:

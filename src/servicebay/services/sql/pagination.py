@@ -1,7 +1,7 @@
 """Ordering and keyset pagination that stays correct while rows are inserted.
 
-A list is ordered by the requested columns and then by the table's key, which is unique
-and not null, so the order is total. The cursor holds the last row's values of those
+A list is ordered by the requested columns and then, unless one of them is already unique
+and not null, by the table's key, which is, so the order is total. The cursor holds the last row's values of those
 columns; the next page is the rows strictly after them. NULLs sort last ascending and
 first descending on every backend (PostgreSQL's rule), spelt out in SQL rather than
 left to each database's default.
@@ -35,7 +35,8 @@ class Sort:
 
 
 def parse_order(table: TableModel, text: str | None) -> list[Sort]:
-    """`a.desc,b` as sorts, ending with the key; raises BadValue naming the first problem."""
+    """`a.desc,b` as sorts, ending with the key unless a unique, not-null column is among
+    them; raises BadValue naming the first problem."""
     sorts: list[Sort] = []
     for item in text.split(",") if text is not None else []:
         name, dot, direction = item.partition(".")
@@ -48,7 +49,8 @@ def parse_order(table: TableModel, text: str | None) -> list[Sort]:
             raise BadValue("a direction is asc or desc: order=col.desc")
         if all(sort.column is not column for sort in sorts):
             sorts.append(Sort(column, _DIRECTIONS.get(direction, False)))
-    if all(sort.column is not table.key for sort in sorts):
+    if all(sort.column.name not in table.distinct and sort.column is not table.key
+           for sort in sorts):  # fmt: skip
         sorts.append(Sort(table.key, False))
     return sorts
 

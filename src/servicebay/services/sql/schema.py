@@ -55,6 +55,10 @@ class TableModel:
     columns: dict[str, ColumnModel]
     """The visible columns (exposed, not hidden), in the table's order."""
     key: ColumnModel
+    distinct: frozenset[str] = frozenset()
+    """Visible columns that are unique on their own and NOT NULL: ordering by any of them
+    is already total, so a list need not add the key (which would stop an index on that
+    column from serving the order)."""
 
     def column(self, name: str) -> ColumnModel | None:
         return self.columns.get(name)
@@ -185,6 +189,11 @@ def _table(
         operations=frozenset(spec.operations),
         columns=columns,
         key=key,
+        distinct=frozenset(
+            column_name
+            for column_name in reflected.unique.get(name, set())
+            if column_name in columns and not columns[column_name].nullable
+        ),
     )
 
 

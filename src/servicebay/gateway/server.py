@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import uvicorn
@@ -23,8 +24,12 @@ def serve(
     creates are readable by it alone."""
     os.umask(0o077)
     logs.configure(settings)
+    app = create_app(settings, role)
+    # Everything imported so far lives as long as the process: the collector need not
+    # walk it again on every full collection under load.
+    gc.freeze()
     uvicorn.run(
-        create_app(settings, role),
+        app,
         host=host or settings.host,
         port=port or settings.port,
         log_config=None,

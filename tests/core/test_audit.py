@@ -487,6 +487,69 @@ def test_two_writers_on_one_database_keep_one_unbroken_chain(database_url: str) 
     assert report.checked == report.head == 2 * per_writer
 
 
+def test_writers_taking_turns_continue_each_others_chain(database_url: str) -> None:
+    """Each writer's last known head is stale by its next turn: it must find the real one."""
+
+    async def scenario() -> tuple[list[int], Verification]:
+        first_engine = await migrated_engine(database_url)
+        second_engine = create_engine(database_url)
+        writers = [
+            AuditWriter(first_engine, batch_max=20),
+            AuditWriter(second_engine, batch_max=20),
+        ]
+        for writer in writers:
+            await writer.start()
+        try:
+            seqs = [await writers[n % 2].write(record(n)) for n in range(6)]
+        finally:
+            for writer in writers:
+                await writer.stop()
+            await second_engine.dispose()
+        try:
+            return seqs, await verification(first_engine)
+        finally:
+            await first_engine.dispose()
+
+    seqs, report = asyncio.run(scenario())
+
+    assert seqs == [1, 2, 3, 4, 5, 6]
+    assert report.ok, report.problems
+
+
+def test_postgresql_a_writer_that_holds_the_head_commits_a_batch_in_one_statement(
+    postgres_url: str,
+) -> None:
+    """The first batch locks the head in a transaction; later ones are one round trip."""
+
+    async def scenario() -> tuple[list[str], Verification]:
+        engine = await migrated_engine(postgres_url)
+        statements: list[str] = []
+        event.listen(
+            engine.sync_engine,
+            "before_cursor_execute",
+            lambda _conn, _cursor, statement, *_: statements.append(statement.split()[0]),
+        )
+        writer = AuditWriter(engine, batch_max=500)
+        await writer.start()
+        try:
+            await writer.write(record(1))
+            statements.clear()
+            await asyncio.gather(*(writer.write(record(n)) for n in range(2, 12)))
+            await writer.write(AuditRecord("test.keyless", "allowed"))
+        finally:
+            await writer.stop()
+        written = list(statements)
+        try:
+            return written, await verification(engine)
+        finally:
+            await engine.dispose()
+
+    statements, report = asyncio.run(scenario())
+
+    assert statements in (["WITH", "WITH"], ["WITH", "WITH", "WITH"])
+    assert report.ok and report.checked == 12, report.problems
+
+
 def test_a_forged_last_event_in_place_of_the_real_one_is_reported_at_its_seq(
     database_url: str,
 ) -> None:

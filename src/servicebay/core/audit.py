@@ -18,7 +18,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from sqlalchemy import ColumnElement, String, Table, insert, select, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Insert,
+    String,
+    Table,
+    bindparam,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from servicebay.core.models import ApiKey, AuditEvent, AuditHead, utcnow
@@ -90,10 +102,33 @@ def storable(record: AuditRecord) -> dict[str, Any]:
     return fields
 
 
+@dataclass(frozen=True)
+class ChainHead:
+    """Where the chain ends: the last event's seq and hash."""
+
+    seq: int
+    hash: str
+
+
+def chained(
+    head: ChainHead, records: Sequence[AuditRecord]
+) -> tuple[list[dict[str, Any]], ChainHead]:
+    """The rows that continue the chain from `head`, and the chain's new head."""
+    rows = []
+    seq, prev_hash = head.seq, head.hash
+    for record in records:
+        seq += 1
+        fields = {"seq": seq, **storable(record)}
+        digest = event_hash(prev_hash, fields)
+        rows.append({**fields, "prev_hash": prev_hash, "hash": digest})
+        prev_hash = digest
+    return rows, ChainHead(seq, prev_hash)
+
+
 async def append(
     session: AsyncSession | AsyncConnection, records: Sequence[AuditRecord]
-) -> list[int]:
-    """Chain and insert `records` in the caller's transaction; returns their seqs.
+) -> ChainHead:
+    """Chain and insert `records` in the caller's transaction; returns the new head.
 
     Writing the head row first (and reading it back in the same statement) takes its
     lock, which orders appends from every process and node on PostgreSQL, and takes
@@ -105,19 +140,58 @@ async def append(
         .values(updated_at=utcnow())
         .returning(AUDIT_HEAD.c.seq, AUDIT_HEAD.c.hash)
     )
-    seq, prev_hash = locked.one()
-    rows = []
-    for record in records:
-        seq += 1
-        fields = {"seq": seq, **storable(record)}
-        digest = event_hash(prev_hash, fields)
-        rows.append({**fields, "prev_hash": prev_hash, "hash": digest})
-        prev_hash = digest
+    rows, head = chained(ChainHead(*locked.one()), records)
     await session.execute(insert(AUDIT_EVENTS), rows)
     await session.execute(
-        update(AUDIT_HEAD).where(AUDIT_HEAD.c.id == 1).values(seq=seq, hash=prev_hash)
+        update(AUDIT_HEAD).where(AUDIT_HEAD.c.id == 1).values(seq=head.seq, hash=head.hash)
     )
-    return [row["seq"] for row in rows]
+    return head
+
+
+_EVENT_COLUMNS = (*CHAINED_FIELDS, "prev_hash", "hash")
+
+
+def _postgres_append_at() -> Insert:
+    """On PostgreSQL, a batch continued from a head the writer already knows, as one
+    statement and one implicit transaction: the head moves and the events are inserted
+    only if no other writer moved it first (the conditional UPDATE waits for, and then
+    re-checks, a concurrent one). The events arrive as one array per column."""
+    moved = (
+        update(AUDIT_HEAD)
+        .where(AUDIT_HEAD.c.id == 1, AUDIT_HEAD.c.seq == bindparam("expected_seq"))
+        .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"), updated_at=bindparam("now"))
+        .returning(AUDIT_HEAD.c.id)
+        .cte("moved")
+    )
+    events = (
+        func.unnest(
+            *(
+                bindparam(f"each_{name}", type_=ARRAY(AUDIT_EVENTS.c[name].type))
+                for name in _EVENT_COLUMNS
+            )
+        )
+        .table_valued(*_EVENT_COLUMNS)
+        .render_derived(name="events")
+    )
+    rows = select(*events.c).where(exists(select(moved.c.id)))
+    return insert(AUDIT_EVENTS).from_select(list(_EVENT_COLUMNS), rows).add_cte(moved)
+
+
+POSTGRES_APPEND_AT = _postgres_append_at()
+
+
+async def append_at(
+    connection: AsyncConnection, head: ChainHead, records: Sequence[AuditRecord]
+) -> ChainHead | None:
+    """`records` chained from `head` in one autocommitted statement (PostgreSQL); None,
+    with nothing written, when the chain no longer ends at `head`."""
+    rows, new_head = chained(head, records)
+    parameters: dict[str, Any] = {
+        f"each_{name}": [row[name] for row in rows] for name in _EVENT_COLUMNS
+    }
+    parameters |= {"expected_seq": head.seq, "head_seq": new_head.seq, "head_hash": new_head.hash}
+    result = await connection.execute(POSTGRES_APPEND_AT, {**parameters, "now": utcnow()})
+    return new_head if result.rowcount == len(rows) else None
 
 
 @dataclass
@@ -134,6 +208,9 @@ class AuditWriter:
         # The writer keeps one Core connection between batches: no pool checkout, no
         # liveness ping, no ORM unit of work on the path every request waits on.
         self._connection: AsyncConnection | None = None
+        self._postgres = engine.dialect.name == "postgresql"
+        self._head: ChainHead | None = None
+        """The head this writer last wrote (PostgreSQL), which is usually still the chain's."""
         self._batch_max = batch_max
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()  # None: stop
         self._task: asyncio.Task[None] | None = None
@@ -180,7 +257,7 @@ class AuditWriter:
 
     async def _settle(self, batch: list[_Pending]) -> None:
         try:
-            seqs = await self._commit(batch)
+            head = await self._commit([pending.record for pending in batch])
         except Exception as error:  # one bad batch must not stop auditing
             if len(batch) > 1:
                 # Retry one by one: an event that cannot be stored fails only its own write.
@@ -195,30 +272,56 @@ class AuditWriter:
                 if not pending.done.done():
                     pending.done.set_exception(error)
             return
-        for pending, seq in zip(batch, seqs, strict=True):
+        first = head.seq - len(batch) + 1
+        for seq, pending in enumerate(batch, start=first):
             if not pending.done.done():
                 pending.done.set_result(seq)
 
-    async def _commit(self, batch: list[_Pending]) -> list[int]:
-        records = [pending.record for pending in batch]
+    async def _commit(self, records: list[AuditRecord]) -> ChainHead:
         used_keys = self._keys_to_stamp(records)
-        connection = self._connection or await self._engine.connect()
+        connection = self._connection or await self._connect()
         self._connection = None
         try:
-            async with connection.begin():
-                seqs = await append(connection, records)
-                if used_keys:
-                    await connection.execute(
-                        update(API_KEYS)
-                        .where(API_KEYS.c.id.in_(used_keys))
-                        .values(last_used_at=utcnow())
-                    )
+            if self._postgres:
+                head = await self._append_postgres(connection, records)
+                await self._stamp(connection, used_keys)
+            else:
+                async with connection.begin():
+                    head = await append(connection, records)
+                    await self._stamp(connection, used_keys)
         except BaseException:
             await connection.invalidate()  # maybe broken: the next batch opens a new one
             await connection.close()
             raise
         self._connection = connection
-        return seqs
+        return head
+
+    async def _append_postgres(
+        self, connection: AsyncConnection, records: list[AuditRecord]
+    ) -> ChainHead:
+        """Usually one statement on the kept, autocommitting connection (`append_at`);
+        the first batch, and one that finds the head moved by another writer, lock the
+        head in a transaction of their own."""
+        known, self._head = self._head, None
+        head = await append_at(connection, known, records) if known else None
+        if head is None:
+            async with self._engine.begin() as locking:
+                head = await append(locking, records)
+        self._head = head
+        return head
+
+    async def _connect(self) -> AsyncConnection:
+        connection = await self._engine.connect()
+        if self._postgres:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+        return connection
+
+    @staticmethod
+    async def _stamp(connection: AsyncConnection, used_keys: set[str]) -> None:
+        if used_keys:
+            await connection.execute(
+                update(API_KEYS).where(API_KEYS.c.id.in_(used_keys)).values(last_used_at=utcnow())
+            )
 
     def _keys_to_stamp(self, records: list[AuditRecord]) -> set[str]:
         """Keys whose `last_used_at` this node has not stamped within the last minute:

@@ -76,3 +76,17 @@ class MethodNotAllowed(ServiceBayError):
 
     def headers(self) -> dict[str, str]:
         return {"Allow": ", ".join(self.allow)}
+
+
+class BadGateway(ServiceBayError):
+    """An upstream the gateway forwards to failed: refused, broke off, or answered 5xx."""
+
+    status = 502
+    title = "Bad Gateway"
+
+
+class GatewayTimeout(ServiceBayError):
+    """An upstream the gateway forwards to did not answer in time."""
+
+    status = 504
+    title = "Gateway Timeout"

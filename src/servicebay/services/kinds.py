@@ -10,6 +10,8 @@ from pydantic import ValidationError
 
 from servicebay.core.errors import InvalidInput
 from servicebay.services.base import Service
+from servicebay.services.http.service import HttpService
+from servicebay.services.http.spec import HttpServiceSpec
 from servicebay.services.spec import ServiceSpec, validation_errors
 from servicebay.services.sql.service import SqlService
 from servicebay.services.sql.spec import SqlServiceSpec
@@ -28,8 +30,14 @@ async def _build_sql(spec: SqlServiceSpec, read_secret: SecretReader) -> Service
     return await SqlService.connect(spec, await read_secret(spec.secret))
 
 
+async def _build_http(spec: HttpServiceSpec, read_secret: SecretReader) -> Service:
+    # No call upstream here: a SaaS API that is down must not stop its registration.
+    return HttpService(spec, await read_secret(spec.secret) if spec.secret else None)
+
+
 KINDS: dict[str, ServiceKind] = {
     "sql": ServiceKind(SqlServiceSpec, _build_sql),
+    "http": ServiceKind(HttpServiceSpec, _build_http),
 }
 
 

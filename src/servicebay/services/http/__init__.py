@@ -1,0 +1,1 @@
+"""The `http` kind: routes of an upstream HTTP API, forwarded with a credential from a secret."""

@@ -71,11 +71,17 @@ class Authenticator:
         assert entry.principal is not None
         return entry.principal
 
-    def forget(self) -> None:
-        """Drop every cached lookup: this node just changed a key or a user."""
+    def forget(self, raw_key: str | None = None) -> None:
+        """Drop every cached lookup (this node just changed a key or a user), or only that
+        of `raw_key` (just revoked: a run's key at its end)."""
         self._generation += 1
-        self._cache.clear()
-        self._loading.clear()
+        if raw_key is None:
+            self._cache.clear()
+            self._loading.clear()
+        else:
+            digest = hash_api_key(raw_key)
+            self._cache.pop(digest, None)
+            self._loading.pop(digest, None)
 
     async def _load_once(self, digest: str) -> _KeyEntry:
         """One database lookup per key at a time: when an entry expires under load, the

@@ -64,7 +64,7 @@ from servicebay.gateway.signatures import BadSignature, verify
 from servicebay.runtime import runs
 from servicebay.runtime.config import DEPLOYMENT_NAME, WebhookConfig
 from servicebay.runtime.process import OnLine, ProcessError, ProcessResult, ProcessSpec, run_process
-from servicebay.runtime.worker import OnFinished, Outcome, Runner, Worker
+from servicebay.runtime.worker import OnFinished, Outcome, Prepared, Runner, Worker
 from servicebay.runtime.zygote import Zygote, ZygoteError
 
 log = logging.getLogger(__name__)
@@ -270,9 +270,12 @@ class Webhooks:
                     )
         return Hook(name, deployment, version.version, config, key, problem)
 
-    async def start_run(self, hook: Hook, actor: str | None, call: dict[str, Any]) -> Run:
+    async def start_run(
+        self, hook: Hook, actor: str | None, call: dict[str, Any]
+    ) -> Run | Prepared:
         """The call's run: queued (async: the call is its input), or claimed by this node's
-        worker to run at once (sync: the call is handed over in memory)."""
+        worker and prepared to run at once, in the same transaction (sync: the call is
+        handed over in memory)."""
         sync = hook.config.mode == "sync"
         try:
             async with self.instance.sessions() as session, session.begin():
@@ -286,15 +289,19 @@ class Webhooks:
                 )
                 if sync:
                     run.status, run.started_at, run.worker = "running", utcnow(), self.worker.id
+                    await session.flush()
+                    return await self.worker.prepare(session, run)
         except IntegrityError:  # the deployment was deleted since it was looked up
             raise NotFound(f"webhook {hook.name} has just been deleted") from None
-        if not sync and self.wake is not None:
+        if self.wake is not None:
             self.wake()
         return run
 
-    async def run_now(self, hook: Hook, run: Run, call: dict[str, Any], limit: int) -> Outcome:
+    async def run_now(
+        self, hook: Hook, prepared: Prepared, call: dict[str, Any], limit: int
+    ) -> Outcome:
         runner = self.zygotes.runner(hook.deployment.id, hook.version)
-        return await self.worker.run_now(run, call=call, runner=runner, answer_limit=limit)
+        return await self.worker.run_now(prepared, call=call, runner=runner, answer_limit=limit)
 
 
 # --- warm interpreters ----------------------------------------------------------------------
@@ -441,17 +448,18 @@ class WebhookCalls:
         context.record("webhook.invoke", hook.resource, mode=hook.config.mode)
         caller = await self._admit(request, hook)
         call = _call_of(request, path, await request.body(), caller, context.request_id)
-        run = await webhooks.start_run(hook, caller.email if caller else None, call)
+        started = await webhooks.start_run(hook, caller.email if caller else None, call)
+        run = started.run if isinstance(started, Prepared) else started
         context.detail["run_id"] = run.id
         headers = {RUN_HEADER: run.id}
-        if hook.config.mode == "async":
+        if not isinstance(started, Prepared):
             return JSONResponse(
                 {"run": run.id, "status": run.status},
                 status_code=202,
                 headers={**headers, "Location": f"/api/v1/runs/{run.id}"},
             )
         limit = self.state.instance.settings.max_body_bytes
-        outcome = await webhooks.run_now(hook, run, call, _answer_file_limit(limit))
+        outcome = await webhooks.run_now(hook, started, call, _answer_file_limit(limit))
         ended = outcome.run
         context.detail["status"] = ended.status
         if outcome.answer is not None:

@@ -194,8 +194,8 @@ class Alerter:
         """Alert when `run` starts or ends `deployment`'s failure streak; updates
         `deployment.failing` (in the database and on the object) when it does."""
         failed = run.status in FAILURES
-        if not failed and run.status != "succeeded":
-            return
+        if not failed and (run.status != "succeeded" or not deployment.failing):
+            return  # no streak to end, as of when the run's deployment was read
         version = await self._version(deployment.id, run.version)
         config = version.config if version is not None else {}
         if failed and run.attempt <= _retries(config):

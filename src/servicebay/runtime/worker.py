@@ -221,6 +221,21 @@ class _Active:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A run about to start, with what it runs and the key it runs with: read and issued
+    in the transaction that claimed or created it (`Worker.prepare`)."""
+
+    run: Run
+    deployment: Deployment
+    version: DeploymentVersion
+    owner: User
+    key_id: str | None
+    secret: str | None
+    refusal: str | None = None
+    """Why no key could be issued (the owner is disabled): the run fails saying so."""
+
+
+@dataclass(frozen=True)
 class Outcome:
     """A run that `Worker.run_now` ran: as recorded at its end, and the webhook answer file
     the script wrote (None if it wrote none; `answer_limit` + 1 bytes at most)."""
@@ -284,22 +299,24 @@ class Worker:
             await self._slots.acquire()
             self._wake.clear()  # before looking: a run queued meanwhile sets it again
             try:
-                run = await self._claim()
+                prepared = await self._claim()
             except Exception:
                 log.exception("worker %s could not read the run queue", self.id)
-                run = None
-            if run is None:
+                prepared = None
+            if prepared is None:
                 self._slots.release()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
                 continue
             active = _Active()
-            self._active[run.id] = active
-            active.task = asyncio.create_task(self._execute(run, active), name=f"run-{run.id}")
+            run_id = prepared.run.id
+            self._active[run_id] = active
+            active.task = asyncio.create_task(self._execute(prepared, active), name=f"run-{run_id}")
 
-    async def _claim(self) -> Run | None:
+    async def _claim(self) -> Prepared | None:
         async with self.instance.sessions() as session, session.begin():
-            return await runs.claim_next(session, self.id)
+            run = await runs.claim_next(session, self.id)
+            return None if run is None else await self.prepare(session, run)
 
     async def _watch_loop(self) -> None:
         """Notice cancels asked for on any node; now and then, fail orphaned runs."""
@@ -322,18 +339,42 @@ class Worker:
 
     # --- one run ----------------------------------------------------------------------------
 
+    async def prepare(self, session: AsyncSession, run: Run) -> Prepared:
+        """What `run` needs to start, in the caller's transaction (the one that claims or
+        creates it): its deployment, version and owner, and its key, named `run:<id>` and
+        expiring at the run's timeout plus a margin."""
+        deployment, version, owner = (
+            await session.execute(
+                select(Deployment, DeploymentVersion, User)
+                .join(DeploymentVersion, DeploymentVersion.deployment_id == Deployment.id)
+                .join(User, User.id == Deployment.owner_id)
+                .where(Deployment.id == run.deployment_id, DeploymentVersion.version == run.version)
+            )
+        ).one()
+        try:
+            timeout = run_config(deployment.kind, version.config).timeout_seconds
+        except ValueError:
+            timeout = 0  # it cannot start: `_run` says why
+        try:
+            issued = await create_key(session, owner, name=f"run:{run.id}", expires_in_days=None)
+        except ServiceBayError as refused:
+            return Prepared(run, deployment, version, owner, None, None, refused.message)
+        lifetime = timeout + KILL_GRACE_SECONDS + KEY_MARGIN_SECONDS
+        issued.record.expires_at = utcnow() + timedelta(seconds=lifetime)
+        return Prepared(run, deployment, version, owner, issued.record.id, issued.secret)
+
     async def run_now(
         self,
-        run: Run,
+        prepared: Prepared,
         *,
         call: Mapping[str, Any] | None = None,
         runner: Runner = run_process,
         answer_limit: int = 0,
     ) -> Outcome:
-        """Run `run` here and now rather than through the queue, and wait for its end: for
-        a caller who waits for the answer (a sync webhook call).
+        """Run a prepared run here and now rather than through the queue, and wait for its
+        end: for a caller who waits for the answer (a sync webhook call).
 
-        `run` must already be `running` and claimed for this worker (`worker` = `self.id`),
+        The run must already be `running` and claimed for this worker (`worker` = `self.id`),
         so that no worker takes it from the queue. `call` is the webhook call, written as
         its BAY_WEBHOOK_REQUEST file without being stored as the run's input; `runner` starts
         the process. Everything else is as for a queued run (private copy, environment, key,
@@ -342,26 +383,28 @@ class Worker:
         """
         await self._ensure_layout()
         active = _Active(runner=runner, call=call, answer_limit=answer_limit)
-        self._active[run.id] = active
-        finished = await self._carry_out(run, active)
+        run_id = prepared.run.id
+        self._active[run_id] = active
+        finished = await self._carry_out(prepared, active)
         if finished is None:  # ended meanwhile by another node (an orphan sweep)
             async with self.instance.sessions() as session:
-                finished = await session.get(Run, run.id)
+                finished = await session.get(Run, run_id)
             assert finished is not None
         return Outcome(finished, active.answer)
 
-    async def _execute(self, run: Run, active: _Active) -> None:
+    async def _execute(self, prepared: Prepared, active: _Active) -> None:
         try:
-            await self._carry_out(run, active)
+            await self._carry_out(prepared, active)
         finally:
             self._slots.release()
 
-    async def _carry_out(self, run: Run, active: _Active) -> Run | None:
+    async def _carry_out(self, prepared: Prepared, active: _Active) -> Run | None:
         """Run it, record its end, retry or alert; the run as ended (None if not by us)."""
+        run, deployment, version = prepared.run, prepared.deployment, prepared.version
+        logs = RunLog(self.instance, run.id)
         try:
-            deployment, version, owner = await self._load(run)
-            ending = await self._run(run, deployment, version, owner, active)
-            finished = await self._finish(run.id, ending)
+            ending = await self._run(prepared, logs, active)
+            finished = await self._finish(run.id, ending, logs=logs, key=prepared)
             if finished is not None:
                 if ending.status in ("failed", "timed_out") and not active.shutdown:
                     self._retry_later(finished, deployment, version)
@@ -370,45 +413,25 @@ class Worker:
         except Exception:
             log.exception("worker %s failed to run %s", self.id, run.id)
             with contextlib.suppress(Exception):
-                return await self._finish(run.id, Ending("failed", "the platform failed to run it"))
+                ending = Ending("failed", "the platform failed to run it")
+                return await self._finish(run.id, ending, logs=logs, key=prepared)
             return None
         finally:
             del self._active[run.id]
 
-    async def _load(self, run: Run) -> tuple[Deployment, DeploymentVersion, User]:
-        async with self.instance.sessions() as session:
-            row = (
-                await session.execute(
-                    select(Deployment, DeploymentVersion, User)
-                    .join(DeploymentVersion, DeploymentVersion.deployment_id == Deployment.id)
-                    .join(User, User.id == Deployment.owner_id)
-                    .where(
-                        Deployment.id == run.deployment_id, DeploymentVersion.version == run.version
-                    )
-                )
-            ).one()
-        return row[0], row[1], row[2]
-
-    async def _run(
-        self,
-        run: Run,
-        deployment: Deployment,
-        version: DeploymentVersion,
-        owner: User,
-        active: _Active,
-    ) -> Ending:
-        logs = RunLog(self.instance, run.id)
-        key_id: str | None = None
+    async def _run(self, prepared: Prepared, logs: RunLog, active: _Active) -> Ending:
+        run, deployment, version = prepared.run, prepared.deployment, prepared.version
         try:
+            if prepared.secret is None:
+                raise _CannotRun(prepared.refusal or "no key could be issued for the run")
             config = run_config(deployment.kind, version.config)
             uid = deployment_uid(deployment.id)
             work = await asyncio.to_thread(self._stage, run, deployment, version, uid, active.call)
-            key_id, secret = await self._issue_key(run, owner, config.timeout_seconds)
             spec = ProcessSpec(
                 [str(self._python(version)), config.script_to_run],
                 work,
                 script_environment(
-                    api_key=secret,
+                    api_key=prepared.secret,
                     base_url=self.settings.base_url,
                     run_id=run.id,
                     output_dir=self.layout.artifacts(run.id),
@@ -446,9 +469,6 @@ class Worker:
             await logs.note(f"the run could not start: {message}")
             return Ending("failed", f"could not start: {message}")
         finally:
-            await logs.close()
-            if key_id is not None:
-                await self._revoke_key(key_id)
             await asyncio.to_thread(self._clean, run.id)
 
     def _ending(self, result: ProcessResult, active: _Active) -> Ending:
@@ -572,29 +592,30 @@ class Worker:
         for name in (INPUT, REQUEST, RESPONSE):
             (run_dir / name).unlink(missing_ok=True)
 
-    async def _issue_key(self, run: Run, owner: User, timeout_seconds: int) -> tuple[str, str]:
-        lifetime = timeout_seconds + KILL_GRACE_SECONDS + KEY_MARGIN_SECONDS
+    async def _finish(
+        self,
+        run_id: str,
+        ending: Ending,
+        *,
+        logs: RunLog | None = None,
+        key: Prepared | None = None,
+    ) -> Run | None:
+        """Record the ending, in one transaction with the log's last lines and the
+        revocation of the run's key (which otherwise expires on its own)."""
+        rest = await logs.close() if logs is not None else ""
         async with self.instance.sessions() as session, session.begin():
-            owner = await session.merge(owner)
-            issued = await create_key(session, owner, name=f"run:{run.id}", expires_in_days=None)
-            issued.record.expires_at = utcnow() + timedelta(seconds=lifetime)
-        return issued.record.id, issued.secret
-
-    async def _revoke_key(self, key_id: str) -> None:
-        try:
-            async with self.instance.sessions() as session, session.begin():
+            if rest:
+                await runs.append_log(session, run_id, rest)
+            if key is not None and key.key_id is not None:
                 await session.execute(
                     update(ApiKey)
-                    .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+                    .where(ApiKey.id == key.key_id, ApiKey.revoked_at.is_(None))
                     .values(revoked_at=utcnow())
                 )
-        except Exception:
-            log.exception("could not revoke run key %s; it expires on its own", key_id)
-        self.instance.authenticator.forget()
-
-    async def _finish(self, run_id: str, ending: Ending) -> Run | None:
-        async with self.instance.sessions() as session, session.begin():
-            return await runs.finish_run(session, run_id, ending)
+            finished = await runs.finish_run(session, run_id, ending)
+        if key is not None and key.secret is not None:
+            self.instance.authenticator.forget(key.secret)
+        return finished
 
     async def _tell(self, deployment: Deployment, run: Run) -> None:
         if self.on_finished is None:
@@ -746,11 +767,16 @@ class RunLog:
             self._parts.clear()
             self._size = 0
 
-    async def close(self) -> None:
+    async def close(self) -> str:
+        """Stop flushing; the lines not stored yet, for the run's final transaction."""
         self._ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._ticker
-        await self.flush()
+        async with self._lock:
+            rest = "".join(self._parts)
+            self._parts.clear()
+            self._size = 0
+        return rest
 
     async def _tick(self) -> None:
         while True:

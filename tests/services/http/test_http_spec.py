@@ -83,14 +83,13 @@ def test_a_valid_document_gets_its_defaults() -> None:
 
 
 def test_a_route_may_name_its_grant_action_and_a_service_its_header() -> None:
-    doc = with_route(
-        "refresh", method="PUT", path="/refresh", description="Refresh", action="read"
-    )
+    doc = with_route("refresh", method="PUT", path="/refresh", description="Refresh", action="read")
     doc["auth_header"] = {"name": "X-Api-Token", "value": "Token {secret}"}
     spec = parse_spec(doc)
     assert isinstance(spec, HttpServiceSpec)
     assert spec.routes["refresh"].grant_action == "read"
-    assert spec.header is not None and spec.header.name == "X-Api-Token"
+    assert spec.header is not None
+    assert spec.header.name == "X-Api-Token"
 
 
 def test_a_service_without_a_secret_sends_no_auth_header() -> None:

@@ -547,7 +547,8 @@ def test_postgresql_a_writer_that_holds_the_head_commits_a_batch_in_one_statemen
     statements, report = asyncio.run(scenario())
 
     assert statements in (["WITH", "WITH"], ["WITH", "WITH", "WITH"])
-    assert report.ok and report.checked == 12, report.problems
+    assert report.ok, report.problems
+    assert report.checked == 12
 
 
 def test_a_forged_last_event_in_place_of_the_real_one_is_reported_at_its_seq(

@@ -1,10 +1,10 @@
 """Ordering and keyset pagination that stays correct while rows are inserted.
 
 A list is ordered by the requested columns and then, unless one of them is already unique
-and not null, by the table's key, which is, so the order is total. The cursor holds the last row's values of those
-columns; the next page is the rows strictly after them. NULLs sort last ascending and
-first descending on every backend (PostgreSQL's rule), spelt out in SQL rather than
-left to each database's default.
+and not null, by the table's key (which is), so the order is total. The cursor holds the
+last row's values of those columns; the next page is the rows strictly after them. NULLs
+sort last ascending and first descending on every backend (PostgreSQL's rule), spelt out
+in SQL rather than left to each database's default.
 """
 
 from __future__ import annotations

@@ -215,6 +215,28 @@ print("sdk from", Client.__module__, "mode", oct(stat.S_IMODE(os.stat("..").st_m
     scenario(home, test)
 
 
+def test_queued_runs_fork_from_their_deployments_warm_interpreter(home: Path) -> None:
+    """A trivial run costs a fork, not an interpreter's start: both runs' parent is the
+    deployment's zygote, which is neither the platform nor gone between runs."""
+    script = "import os\nprint('parent', os.getppid())\n"
+
+    async def test(bench: Bench) -> None:
+        deployed = await bench.deploy(script)
+        async with working(bench) as worker:
+            parents = []
+            for _ in range(2):
+                run = await bench.queue(deployed)
+                done = await wait_for_run(bench.sessions, run.id)
+                log = await bench.log_of(run.id)
+                assert done.status == "succeeded", log
+                parents.append(int(re.findall(r"parent (\d+)", log)[0]))
+            zygote = worker.zygotes.pid(deployed.id)
+        assert parents == [zygote, zygote]
+        assert zygote != os.getpid()
+
+    scenario(home, test)
+
+
 def test_a_webhook_run_reads_its_call_and_answers_through_the_sdk_files(home: Path) -> None:
     script = """\
 from servicebay.webhook import request, webhook_response

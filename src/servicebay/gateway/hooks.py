@@ -18,7 +18,7 @@ sync webhook's whole answer should take a few milliseconds.
    (no `Authorization`, `X-API-Key` or `?api_key=`) but with `X-Bay-Request-Id`, and
    `X-Bay-User` and `X-Bay-Teams` for a caller with a key. `mode` `async`: the run is
    queued and the caller gets 202 with its id. `sync`: this node runs it at once
-   (`Worker.run_now`), forked from a warm interpreter (`Zygotes`), and answers with what
+   (`Worker.run_now`), forked from a warm interpreter (`runtime.warm`), and answers with what
    the script sent through `webhook_response.send_response`; a script that sent nothing
    gets a JSON summary of the run (200 if it succeeded, 500 if not); a script still
    running at `timeout_seconds` is stopped, and the caller gets a 504 naming the run.
@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import json
 import logging
 import re
@@ -37,7 +36,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, select
@@ -63,9 +61,7 @@ from servicebay.gateway.problems import error_response
 from servicebay.gateway.signatures import BadSignature, verify
 from servicebay.runtime import runs
 from servicebay.runtime.config import DEPLOYMENT_NAME, WebhookConfig
-from servicebay.runtime.process import OnLine, ProcessError, ProcessResult, ProcessSpec, run_process
-from servicebay.runtime.worker import OnFinished, Outcome, Prepared, Runner, Worker
-from servicebay.runtime.zygote import Zygote, ZygoteError
+from servicebay.runtime.worker import OnFinished, Prepared, Worker
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +89,6 @@ script nor taken from its answer."""
 OWN_HEADER_PREFIX = "x-bay-"
 """Identity headers the platform sets; a caller's own are dropped, never believed."""
 TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-ZYGOTE_IDLE_SECONDS = 600.0
-"""A warm interpreter nobody called for this long is stopped (the next call starts one)."""
-REAP_EVERY_SECONDS = 60.0
 LOOKUPS_KEPT = 10_000
 """Names whose lookup is reused at most (unknown names included: guessing costs memory)."""
 RUN_HEADER = "X-Bay-Run-Id"
@@ -180,16 +173,18 @@ class Webhooks:
         self.ttl = instance.settings.auth_cache_seconds
         self.worker = worker or Worker(instance, on_finished=on_finished)
         """The node's worker, or one of the webhooks' own that only runs sync calls."""
+        self._own_worker = worker is None
         self.wake: Callable[[], None] | None = worker.wake if worker else None
-        self.zygotes = Zygotes()
         self._found: OrderedDict[str, tuple[float, Found]] = OrderedDict()
         self._loading: dict[str, asyncio.Future[Found]] = {}
 
     async def start(self) -> None:
-        await self.zygotes.start()
+        if self._own_worker:  # never started as a component: its warm interpreters are ours
+            await self.worker.zygotes.start()
 
     async def stop(self) -> None:
-        await self.zygotes.stop()
+        if self._own_worker:
+            await self.worker.zygotes.stop()
 
     async def find(self, name: str) -> Hook:
         """The webhook `name`, from a lookup at most `ttl` old (one query at a time per name)."""
@@ -297,121 +292,6 @@ class Webhooks:
             self.wake()
         return run
 
-    async def run_now(
-        self, hook: Hook, prepared: Prepared, call: dict[str, Any], limit: int
-    ) -> Outcome:
-        runner = self.zygotes.runner(hook.deployment.id, hook.version)
-        return await self.worker.run_now(prepared, call=call, runner=runner, answer_limit=limit)
-
-
-# --- warm interpreters ----------------------------------------------------------------------
-
-
-@dataclass
-class _Warm:
-    version: int
-    zygote: Zygote
-    users: int = 0
-    retired: bool = False
-    used_at: float = 0.0
-
-
-class Zygotes:
-    """A warm interpreter (`runtime.zygote`) per webhook deployment, for its active version.
-
-    Started by the first sync call, which forks from it like every later one; a call for
-    another version (a deploy, a rollback) starts that version's and retires the old one,
-    which stops once its last call has ended. One unused for ZYGOTE_IDLE_SECONDS stops.
-    """
-
-    def __init__(self) -> None:
-        self._warm: dict[str, _Warm] = {}
-        self._stopping: set[asyncio.Task[None]] = set()
-        self._reaper: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._reaper = asyncio.create_task(self._reap(), name="zygote-reaper")
-
-    async def stop(self) -> None:
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
-        warm, self._warm = list(self._warm.values()), {}
-        await asyncio.gather(
-            *(entry.zygote.stop() for entry in warm), *self._stopping, return_exceptions=True
-        )
-
-    def runner(self, deployment_id: str, version: int) -> Runner:
-        """What runs a script of this version: a fork of its warm interpreter."""
-
-        async def run(
-            spec: ProcessSpec, on_line: OnLine | None = None, *, cancel: asyncio.Event | None = None
-        ) -> ProcessResult:
-            warm = self._take(deployment_id, version, spec)
-            try:
-                try:
-                    await warm.zygote.start()
-                except ZygoteError as error:
-                    log.warning("no warm interpreter; a new one runs the call: %s", error)
-                    return await run_process(spec, on_line, cancel=cancel)
-                try:
-                    return await warm.zygote.run(spec, on_line, cancel=cancel)
-                except ZygoteError as error:
-                    raise ProcessError(str(error)) from None
-            finally:
-                self._give_back(warm)
-
-        return run
-
-    def _take(self, deployment_id: str, version: int, spec: ProcessSpec) -> _Warm:
-        warm = self._warm.get(deployment_id)
-        if warm is None or warm.version != version:
-            if warm is not None:
-                self._retire(warm)
-            warm = _Warm(version, zygote_for(spec))
-            self._warm[deployment_id] = warm
-        warm.users += 1
-        return warm
-
-    def _give_back(self, warm: _Warm) -> None:
-        warm.users -= 1
-        warm.used_at = time.monotonic()
-        if warm.retired and warm.users == 0:
-            self._stop_later(warm)
-
-    def _retire(self, warm: _Warm) -> None:
-        warm.retired = True
-        if warm.users == 0:
-            self._stop_later(warm)
-
-    def _stop_later(self, warm: _Warm) -> None:
-        task = asyncio.create_task(warm.zygote.stop(), name="zygote-stop")
-        self._stopping.add(task)
-        task.add_done_callback(self._stopping.discard)
-
-    async def _reap(self) -> None:
-        while True:
-            await asyncio.sleep(REAP_EVERY_SECONDS)
-            idle_since = time.monotonic() - ZYGOTE_IDLE_SECONDS
-            for deployment_id, warm in list(self._warm.items()):
-                if warm.users == 0 and warm.used_at < idle_since:
-                    del self._warm[deployment_id]
-                    self._retire(warm)
-
-
-def zygote_for(spec: ProcessSpec) -> Zygote:
-    """The warm interpreter for runs like `spec`: same interpreter and user, and of the
-    environment what shapes an interpreter as it starts (its `PYTHONPATH` is where the SDK
-    it preloads comes from) and nothing of one run (no key, no files)."""
-    shaping = {
-        name: value
-        for name, value in spec.env.items()
-        if name in ("PATH", "LANG") or name.startswith(("PYTHON", "LC_"))
-    }
-    environment = Path(spec.argv[0]).parent.parent  # <env>/bin/python: the run user may pass
-    return Zygote(spec.argv[0], environment, shaping, uid=spec.uid, gid=spec.gid)
-
 
 # --- the front ------------------------------------------------------------------------------
 
@@ -459,7 +339,9 @@ class WebhookCalls:
                 headers={**headers, "Location": f"/api/v1/runs/{run.id}"},
             )
         limit = self.state.instance.settings.max_body_bytes
-        outcome = await webhooks.run_now(hook, started, call, _answer_file_limit(limit))
+        outcome = await webhooks.worker.run_now(
+            started, call=call, answer_limit=_answer_file_limit(limit)
+        )
         ended = outcome.run
         context.detail["status"] = ended.status
         if outcome.answer is not None:

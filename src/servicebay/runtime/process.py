@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, Protocol
 
 from servicebay.runtime.zygote_main import UMASK, apply_limits
 
@@ -211,6 +211,19 @@ def prepare_private_dir(path: Path, uid: int | None) -> Path:
     finally:
         os.close(folder)
     return path
+
+
+class Runner(Protocol):
+    """What starts a run's process and supervises it to its end: `run_process`, or a warm
+    zygote's `run` (`runtime.warm`)."""
+
+    async def __call__(
+        self,
+        spec: ProcessSpec,
+        on_line: OnLine | None = None,
+        *,
+        cancel: asyncio.Event | None = None,
+    ) -> ProcessResult: ...
 
 
 async def run_process(

@@ -51,7 +51,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -68,16 +68,15 @@ from servicebay.runtime.process import (
     RUN_UID_BASE,
     RUN_UID_LAST,
     LogLine,
-    OnLine,
     ProcessError,
     ProcessResult,
     ProcessSpec,
     prepare_private_dir,
-    run_process,
     run_uid,
 )
 from servicebay.runtime.runs import Ending
 from servicebay.runtime.sdk_stage import stage_sdk
+from servicebay.runtime.warm import Zygotes
 
 log = logging.getLogger(__name__)
 
@@ -85,19 +84,6 @@ OnFinished = Callable[[Deployment, Run], Awaitable[None]]
 """Told about every run that ended (the alerts hook), with its deployment."""
 
 RunConfig = CronConfig | WebhookConfig
-
-
-class Runner(Protocol):
-    """What starts a run's process and supervises it to its end: `run_process`, or a warm
-    zygote's `run`."""
-
-    async def __call__(
-        self,
-        spec: ProcessSpec,
-        on_line: OnLine | None = None,
-        *,
-        cancel: asyncio.Event | None = None,
-    ) -> ProcessResult: ...
 
 
 POLL_SECONDS = 1.0
@@ -212,7 +198,6 @@ class _Active:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     shutdown: bool = False
     task: asyncio.Task[None] | None = None
-    runner: Runner = run_process
     call: Mapping[str, Any] | None = None
     """A webhook call handed over in memory (`run_now`) rather than as the run's input."""
     answer_limit: int = 0
@@ -267,6 +252,8 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._prepared = False
         self._preparing = asyncio.Lock()
+        self.zygotes = Zygotes()
+        """Warm interpreters: every run forks from its deployment's."""
 
     def wake(self) -> None:
         """A run was queued or a cancel asked for on this node: look now, not at the poll."""
@@ -274,6 +261,7 @@ class Worker:
 
     async def start(self) -> None:
         await self._ensure_layout()
+        await self.zygotes.start()
         await self._recover(at_start=True)
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="worker-claims"),
@@ -291,6 +279,7 @@ class Worker:
         running = [active.task for active in self._active.values() if active.task is not None]
         await asyncio.gather(*self._tasks, *self._retries, *running, return_exceptions=True)
         self._tasks = []
+        await self.zygotes.stop()
 
     # --- the loops --------------------------------------------------------------------------
 
@@ -368,7 +357,6 @@ class Worker:
         prepared: Prepared,
         *,
         call: Mapping[str, Any] | None = None,
-        runner: Runner = run_process,
         answer_limit: int = 0,
     ) -> Outcome:
         """Run a prepared run here and now rather than through the queue, and wait for its
@@ -376,13 +364,13 @@ class Worker:
 
         The run must already be `running` and claimed for this worker (`worker` = `self.id`),
         so that no worker takes it from the queue. `call` is the webhook call, written as
-        its BAY_WEBHOOK_REQUEST file without being stored as the run's input; `runner` starts
-        the process. Everything else is as for a queued run (private copy, environment, key,
-        logs, ending, artifacts, retries, the alerts hook). With an `answer_limit`, the
-        answer file the script wrote is read, up to that many bytes and one more.
+        its BAY_WEBHOOK_REQUEST file without being stored as the run's input. Everything
+        else is as for a queued run (private copy, environment, key, logs, ending,
+        artifacts, retries, the alerts hook). With an `answer_limit`, the answer file the
+        script wrote is read, up to that many bytes and one more.
         """
         await self._ensure_layout()
-        active = _Active(runner=runner, call=call, answer_limit=answer_limit)
+        active = _Active(call=call, answer_limit=answer_limit)
         run_id = prepared.run.id
         self._active[run_id] = active
         finished = await self._carry_out(prepared, active)
@@ -450,7 +438,8 @@ class Worker:
                 f"run {run.id} of {deployment.name} v{run.version} (attempt {run.attempt}, "
                 f"{run.trigger}) started on {self.id}"
             )
-            result = await active.runner(spec, logs.add, cancel=active.cancel)
+            runner = self.zygotes.runner(deployment.id, version.version)
+            result = await runner(spec, logs.add, cancel=active.cancel)
             if active.answer_limit:
                 try:
                     active.answer = await asyncio.to_thread(

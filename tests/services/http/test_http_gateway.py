@@ -412,3 +412,23 @@ def test_registration_refuses_a_bad_document_or_a_secret_not_allowed_for_it(
               "base_url": upstream.url, "routes": FOLLOWERS},
     )  # fmt: skip
     assert_problem(not_allowed, 400, f"bay secrets allow {secret} service:{name}")
+
+
+def test_a_secret_that_cannot_be_a_header_is_refused_at_registration_unquoted(
+    admin: httpx.Client, upstream: Upstream
+) -> None:
+    secret = f"TOKEN_{secrets.token_hex(4).upper()}"
+    name = unique_name("api")
+    stored = admin.put(
+        f"/api/v1/secrets/{secret}",
+        json={"value": "line-one-token\nline-two", "allow": [f"service:{name}"]},
+    )
+    assert stored.status_code == 200, stored.text
+    refused = admin.post(
+        "/api/v1/services",
+        json={"name": name, "kind": "http", "description": "Bad token", "secret": secret,
+              "base_url": upstream.url, "routes": FOLLOWERS},
+    )  # fmt: skip
+    body = assert_problem(refused, 400, "cannot be sent in a header")
+    assert "line-one-token" not in json.dumps(body)
+    assert admin.get(f"/api/v1/services/{name}").status_code == 404

@@ -94,7 +94,7 @@ class HttpService:
     async def handle(self, call: ServiceCall) -> ServiceReply:
         route = self._route(call)
         values, forwarded = _arguments(route, call)
-        path_values = {name: str(values[name][0]) for name in route.template.in_path}
+        path_values = {name: values[name][1] for name in route.template.in_path}
         url = self.spec.base_url + route.template.render_path(path_values)
         query_values = {name: text for name, (_, text) in values.items()}
         params = [*route.template.render_query(query_values), *forwarded]

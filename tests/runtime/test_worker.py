@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import itertools
 import json
 import os
 import re
@@ -400,11 +399,38 @@ def test_a_failed_run_is_retried_with_backoff_until_its_retries_are_spent(home: 
         ]
         assert all(run.exit_code == 3 and run.input == {"n": 1} for run in attempts)
         assert attempts[0].id == first.id
-        for earlier, later in itertools.pairwise(attempts):
+        for earlier, later, backoff in zip(attempts, attempts[1:], (1, 2), strict=False):
             assert earlier.finished_at is not None
-            assert later.created_at >= earlier.finished_at + timedelta(seconds=1)
+            assert later.not_before is not None
+            assert later.not_before >= earlier.finished_at + timedelta(seconds=backoff)
+            assert later.started_at is not None
+            assert later.started_at >= later.not_before
         assert finished == [f"{deployed.name} {trigger} {n} failed" for trigger, n in
                             [("manual", 1), ("retry", 2), ("retry", 3)]]  # fmt: skip
+
+    scenario(home, test)
+
+
+def test_a_retry_waiting_out_its_backoff_survives_a_restart_of_its_worker(home: Path) -> None:
+    script = "import sys\nsys.exit(3)\n"
+
+    async def test(bench: Bench) -> None:
+        deployed = await bench.deploy(script, retries=1, retry_backoff_seconds=2)
+        async with working(bench):
+            await bench.queue(deployed)
+            waiting: list[Run] = []
+            for _ in range(500):  # queued just after the failure is recorded
+                waiting = [run for run in await bench.runs_of(deployed) if run.trigger == "retry"]
+                if waiting:
+                    break
+                await asyncio.sleep(0.02)
+        assert [run.status for run in waiting] == ["queued"]  # its worker stopped meanwhile
+        async with working(bench):
+            retried = await wait_for_run(bench.sessions, waiting[0].id)
+        assert (retried.status, retried.attempt, retried.exit_code) == ("failed", 2, 3)
+        assert retried.started_at is not None
+        assert waiting[0].not_before is not None
+        assert retried.started_at >= waiting[0].not_before
 
     scenario(home, test)
 

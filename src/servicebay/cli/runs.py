@@ -91,6 +91,7 @@ DETAIL_COLUMNS = (
     Column("version", "version"),
     Column("by", "actor"),
     Column("due", "due_at", when),
+    Column("not before", "not_before", when),
     Column("created", "created_at", when),
     Column("started", "started_at", when),
     Column("finished", "finished_at", when),

@@ -218,6 +218,8 @@ class Run(Base):
     trigger: Mapped[str] = mapped_column(String(16))
     """schedule, webhook, manual or retry."""
     due_at: Mapped[datetime | None]
+    not_before: Mapped[datetime | None]
+    """A queued run is not claimed before this time: a retry waiting out its backoff."""
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(String(16), index=True)
     """queued, running, succeeded, failed, timed_out, cancelled or skipped."""

@@ -80,8 +80,10 @@ async def create_run(
     due_at: datetime | None = None,
     version: int | None = None,
     attempt: int = 1,
+    not_before: datetime | None = None,
 ) -> Run:
-    """A queued run of `version` (default: the active one), which must be built and ready."""
+    """A queued run of `version` (default: the active one), which must be built and ready;
+    no worker claims it before `not_before`."""
     if deployment.kind not in RUNNABLE_KINDS:
         raise Conflict(
             f"{deployment.name} is a {deployment.kind} deployment, which runs continuously "
@@ -110,6 +112,7 @@ async def create_run(
         version=number,
         trigger=trigger,
         due_at=due_at,
+        not_before=not_before,
         attempt=attempt,
         status="queued",
         actor=actor,
@@ -196,7 +199,8 @@ def _read_position(position: str) -> tuple[datetime, str]:
 
 async def claim_next(session: AsyncSession, worker: str) -> Run | None:
     """Take the first queued run that may start (now `running`) for `worker`, in order of
-    due time (creation for runs without one), or None if none may.
+    due time (creation for runs without one), or None if none may. A run whose
+    `not_before` has not come yet is left queued.
 
     A run waits while its deployment's `concurrency` says so (`may_start`). Call it
     inside a transaction; the claim is the caller's when it commits.
@@ -212,7 +216,10 @@ async def claim_next(session: AsyncSession, worker: str) -> Run | None:
                         DeploymentVersion.version == Run.version,
                     ),
                 )
-                .where(Run.status == "queued")
+                .where(
+                    Run.status == "queued",
+                    or_(Run.not_before.is_(None), Run.not_before <= utcnow()),
+                )
                 .order_by(QUEUE_ORDER, Run.id)
                 .limit(CLAIM_WINDOW)
                 # PostgreSQL; SQLite has one writer anyway

@@ -248,7 +248,6 @@ class Worker:
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(instance.settings.workers)
         self._active: dict[str, _Active] = {}
-        self._retries: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._prepared = False
         self._preparing = asyncio.Lock()
@@ -271,13 +270,13 @@ class Worker:
 
     async def stop(self) -> None:
         """Stop claiming; end the runs in flight (TERM, then KILL), recorded as failed."""
-        for task in (*self._tasks, *self._retries):
+        for task in self._tasks:
             task.cancel()
         for active in self._active.values():
             active.shutdown = True
             active.cancel.set()
         running = [active.task for active in self._active.values() if active.task is not None]
-        await asyncio.gather(*self._tasks, *self._retries, *running, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *running, return_exceptions=True)
         self._tasks = []
         await self.zygotes.stop()
 
@@ -395,7 +394,7 @@ class Worker:
             finished = await self._finish(run.id, ending, logs=logs, key=prepared)
             if finished is not None:
                 if ending.status in ("failed", "timed_out") and not active.shutdown:
-                    self._retry_later(finished, deployment, version)
+                    await self._queue_retry(finished, deployment, version)
                 await self._tell(deployment, finished)
             return finished
         except Exception:
@@ -614,22 +613,17 @@ class Worker:
         except Exception:
             log.exception("the alert hook failed for run %s of %s", run.id, deployment.name)
 
-    def _retry_later(self, run: Run, deployment: Deployment, version: DeploymentVersion) -> None:
+    async def _queue_retry(
+        self, run: Run, deployment: Deployment, version: DeploymentVersion
+    ) -> None:
+        """Queue the next attempt at once, to start once its backoff is over (`not_before`):
+        a restart in between does not lose it."""
         config = run_config(deployment.kind, version.config)
         if run.attempt > config.retries:
             return
         wait = config.retry_backoff_seconds * 2 ** (run.attempt - 1)
-        task = asyncio.create_task(self._retry(run, wait), name=f"retry-{run.id}")
-        self._retries.add(task)
-        task.add_done_callback(self._retries.discard)
-
-    async def _retry(self, run: Run, wait: float) -> None:
-        await asyncio.sleep(wait)
         try:
             async with self.instance.sessions() as session, session.begin():
-                deployment = await session.get(Deployment, run.deployment_id)
-                if deployment is None:
-                    return
                 retry = await runs.create_run(
                     session,
                     deployment,
@@ -638,11 +632,15 @@ class Worker:
                     input=run.input,
                     version=run.version,
                     attempt=run.attempt + 1,
+                    not_before=utcnow() + timedelta(seconds=wait),
                 )
-            log.info("run %s retries run %s (attempt %d)", retry.id, run.id, retry.attempt)
-            self.wake()
         except Exception:
             log.exception("could not queue the retry of run %s", run.id)
+            return
+        log.info(
+            "run %s retries run %s in %s s (attempt %d)", retry.id, run.id, wait, retry.attempt
+        )
+        asyncio.get_running_loop().call_later(wait, self.wake)
 
     # --- the instance's folders and orphans -------------------------------------------------
 

@@ -32,6 +32,9 @@ class RunOut(BaseModel):
     actor: str | None = Field(description="Who triggered it (its first attempt).")
     input: dict[str, Any] | None
     due_at: datetime | None = Field(description="The scheduled time a cron run is for.")
+    not_before: datetime | None = Field(
+        description="A queued run does not start before this time (a retry's backoff)."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -1,0 +1,227 @@
+"""Trivial runs per second through ServiceBay's queue, against a bare spawn loop, one run.
+
+ServiceBay (`bay serve`, one process, `--workers` runs at once) runs a trivial cron job
+deployed through the API (`concurrency: allow`), triggered `--runs` times through the API
+as fast as the API takes them. Every run is what any run is: claimed from the queue, given
+its own key (revoked at its end), a private copy of its folder, its logs stored, its ending
+recorded, forked from the deployment's warm interpreter as the deployment's user.
+
+The baseline is a bare asyncio loop that starts the same script with the same interpreter,
+`--workers` at a time, with none of that: what a run costs as a fresh interpreter.
+
+Prints runs per second for both (ServiceBay's from the first trigger to the last run's
+end, as recorded on the runs) and the ratio; the target is 100 runs per second or more.
+Nothing is asserted.
+
+    .venv/bin/python bench/run_throughput.py --runs 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.sql_gateway import BAY, free_port, wait_ready  # noqa: E402
+
+from servicebay.runtime.bundle import build_bundle  # noqa: E402
+
+TARGET_RUNS_PER_SECOND = 100.0
+NAME = "trivial"
+SCRIPT = 'print("ok")\n'
+ENDED = {"succeeded", "failed", "timed_out", "cancelled", "skipped"}
+
+
+def deploy(admin: httpx.Client, parent: Path) -> str:
+    """Deploy the trivial cron job and wait for its build; its environment's digest."""
+    folder = parent / NAME
+    folder.mkdir()
+    (folder / "README.md").write_text(f"# {NAME}\n\nPrints ok.\n")
+    (folder / "requirements.txt").write_text("")
+    (folder / "job.py").write_text(SCRIPT)
+    config = {"cron_frequency": "0 0 1 1 *", "script_to_run": "job.py", "concurrency": "allow"}
+    (folder / "cron.json").write_text(json.dumps(config))
+    sent = admin.post(
+        "/api/v1/deployments",
+        data={"name": NAME},
+        files={"bundle": ("bundle.tar.gz", build_bundle(folder).data, "application/gzip")},
+    )
+    if sent.is_error:
+        raise SystemExit(f"{NAME} was refused: {sent.text}")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        version = admin.get(f"/api/v1/deployments/{NAME}/versions/1").json()
+        if version["status"] == "ready":
+            return str(version["requirements_digest"])
+        if version["status"] == "failed":
+            raise SystemExit(f"{NAME} did not build:\n{version['build_log']}")
+        time.sleep(0.2)
+    raise SystemExit(f"{NAME} still building after 300 s")
+
+
+async def trigger(base_url: str, key: str, count: int, in_flight: int) -> list[str]:
+    """Queue `count` runs through the API, `in_flight` requests at a time; their ids."""
+    ids: list[str] = []
+    numbers = iter(range(count))
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=60) as client:
+
+        async def sender() -> None:
+            for _ in numbers:
+                answer = await client.post(f"/api/v1/deployments/{NAME}/runs")
+                answer.raise_for_status()
+                ids.append(answer.json()["id"])
+
+        await asyncio.gather(*(sender() for _ in range(in_flight)))
+    return ids
+
+
+def ended_runs(admin: httpx.Client, since: datetime) -> list[dict[str, Any]]:
+    """Every run created since `since`, once none is queued or running any more."""
+    while True:
+        runs: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"deployment": NAME, "since": since.isoformat(), "limit": 500}
+            if cursor:
+                params["cursor"] = cursor
+            listed = admin.get("/api/v1/runs", params=params).json()
+            runs += listed["data"]
+            cursor = listed.get("next")
+            if not cursor:
+                break
+        if all(run["status"] in ENDED for run in runs):
+            return runs
+        time.sleep(0.2)
+
+
+async def spawn_loop(python: str, script: Path, count: int, workers: int) -> float:
+    """Runs per second of the bare baseline: a fresh interpreter per run."""
+    slots = asyncio.Semaphore(workers)
+
+    async def one() -> None:
+        async with slots:
+            process = await asyncio.create_subprocess_exec(
+                python, str(script), stdout=asyncio.subprocess.PIPE, cwd=script.parent
+            )
+            await process.communicate()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(count)))
+    return count / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=500, help="runs triggered")
+    parser.add_argument("--workers", type=int, default=4, help="runs at once (BAY_WORKERS)")
+    parser.add_argument("--in-flight", type=int, default=8, help="trigger requests at once")
+    parser.add_argument("--database-url", help="ServiceBay's metadata database (SQLite if unset)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+    # A terminated benchmark still stops its server and removes its folder.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+    root = Path(tempfile.mkdtemp(prefix="bay-bench-runs-"))
+    root.chmod(0o755)  # the run users must pass on their way to their environments
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        env = {
+            **os.environ,
+            "BAY_HOME": str(root / "home"),
+            "BAY_LOG_LEVEL": "WARNING",
+            "BAY_WORKERS": str(args.workers),
+            "BAY_RATE_LIMIT_PER_MINUTE": "10000000",
+            "BAY_RATE_LIMIT_BURST": "100000",
+        }
+        if args.database_url:
+            env["BAY_DATABASE_URL"] = args.database_url
+        created = subprocess.run(  # noqa: S603 - our own command
+            [BAY, "init", "--json"], env=env, capture_output=True, text=True, check=True
+        )
+        admin_key = json.loads(created.stdout)["key"]["key"]
+        port = free_port()
+        server = subprocess.Popen(  # noqa: S603 - our own command
+            [BAY, "serve", "--port", str(port)], env=env,
+            stdout=(root / "servicebay.log").open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
+        base_url = f"http://127.0.0.1:{port}"
+        wait_ready(f"{base_url}/readyz", server)
+
+        with httpx.Client(base_url=base_url, timeout=60,
+                          headers={"Authorization": f"Bearer {admin_key}"}) as admin:  # fmt: skip
+            digest = deploy(admin, root)
+            asyncio.run(trigger(base_url, admin_key, 1, 1))  # the warm interpreter starts
+            ended_runs(admin, datetime.fromisoformat("2000-01-01T00:00:00+00:00"))
+            since = datetime.now().astimezone()
+            first = time.perf_counter()
+            asyncio.run(trigger(base_url, admin_key, args.runs, args.in_flight))
+            queued = time.perf_counter() - first
+            runs = ended_runs(admin, since)
+
+        python = root / "home" / "runtime" / "environments" / digest / "bin" / "python"
+        script = root / NAME / "job.py"
+        baseline = asyncio.run(spawn_loop(str(python), script, args.runs, args.workers))
+        report(runs, queued, baseline, args)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def report(runs: list[dict[str, Any]], queued: float, baseline: float, args: Any) -> None:
+    created = [datetime.fromisoformat(run["created_at"]) for run in runs]
+    finished = [datetime.fromisoformat(run["finished_at"]) for run in runs]
+    span = (max(finished) - min(created)).total_seconds()
+    durations = [
+        (datetime.fromisoformat(run["finished_at"]) - datetime.fromisoformat(run["started_at"]))
+        .total_seconds() * 1000
+        for run in runs
+        if run["started_at"]
+    ]  # fmt: skip
+    statuses: dict[str, int] = {}
+    for run in runs:
+        statuses[run["status"]] = statuses.get(run["status"], 0) + 1
+    ours = len(runs) / span
+    result = {
+        "runs": len(runs),
+        "statuses": statuses,
+        "workers": args.workers,
+        "servicebay_runs_per_second": round(ours, 1),
+        "triggers_per_second": round(len(runs) / queued, 1),
+        "run_p50_ms": round(statistics.median(durations), 1),
+        "baseline_runs_per_second": round(baseline, 1),
+        "ratio": round(ours / baseline, 2),
+        "meets_target": ours >= TARGET_RUNS_PER_SECOND and statuses == {"succeeded": len(runs)},
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{len(runs)} trivial runs, {args.workers} at once; runs ended: {statuses}")
+    print(f"  servicebay (API trigger -> queue -> run)   {ours:7.1f} runs/s   "
+          f"(triggers taken at {result['triggers_per_second']}/s, "
+          f"each run p50 {result['run_p50_ms']} ms start to end)")  # fmt: skip
+    print(f"  bare loop, python per run                 {baseline:7.1f} runs/s")
+    verdict = "meets" if result["meets_target"] else "MISSES"
+    print(f"\nservicebay: {ours:.1f} runs/s {verdict} the target of {TARGET_RUNS_PER_SECOND:.0f}; "
+          f"{ours / baseline:.2f}x the bare loop")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import signal
 import statistics
@@ -38,7 +37,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.sql_gateway import BAY, free_port, wait_ready  # noqa: E402
+from bench.sql_gateway import start_servicebay  # noqa: E402
 
 from servicebay.runtime.bundle import build_bundle  # noqa: E402
 
@@ -143,26 +142,10 @@ def main() -> None:
     root.chmod(0o755)  # the run users must pass on their way to their environments
     server: subprocess.Popen[bytes] | None = None
     try:
-        env = {
-            **os.environ,
-            "BAY_HOME": str(root / "home"),
-            "BAY_LOG_LEVEL": "WARNING",
-            "BAY_WORKERS": str(args.workers),
-            "BAY_RATE_LIMIT_PER_MINUTE": "10000000",
-            "BAY_RATE_LIMIT_BURST": "100000",
-        }
-        if args.database_url:
-            env["BAY_DATABASE_URL"] = args.database_url
-        created = subprocess.run(  # noqa: S603 - our own command
-            [BAY, "init", "--json"], env=env, capture_output=True, text=True, check=True
-        )
-        admin_key = json.loads(created.stdout)["key"]["key"]
-        port = free_port()
-        server = subprocess.Popen(  # noqa: S603 - our own command
-            [BAY, "serve", "--port", str(port)], env=env,
-            stdout=(root / "servicebay.log").open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
-        base_url = f"http://127.0.0.1:{port}"
-        wait_ready(f"{base_url}/readyz", server)
+        server, base_url, admin_key = start_servicebay(
+            root / "home", root / "servicebay.log", database_url=args.database_url,
+            workers=str(args.workers),
+        )  # fmt: skip
 
         with httpx.Client(base_url=base_url, timeout=60,
                           headers={"Authorization": f"Bearer {admin_key}"}) as admin:  # fmt: skip

@@ -87,6 +87,33 @@ LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
+def start_servicebay(
+    home: Path, log: Path, *, database_url: str | None = None, **settings: str
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    """`bay init` and `bay serve` for an instance in `home` (BAY_<NAME> for each of
+    `settings`, rate limits out of the way): the server, its URL and the admin's key."""
+    env = {
+        **os.environ,
+        "BAY_HOME": str(home),
+        "BAY_LOG_LEVEL": "WARNING",
+        "BAY_RATE_LIMIT_PER_MINUTE": "10000000",
+        "BAY_RATE_LIMIT_BURST": "100000",
+        **{f"BAY_{name.upper()}": value for name, value in settings.items()},
+    }
+    if database_url:
+        env["BAY_DATABASE_URL"] = database_url
+    created = subprocess.run(  # noqa: S603 - our own command
+        [BAY, "init", "--json"], env=env, capture_output=True, text=True, check=True
+    )
+    port = free_port()
+    server = subprocess.Popen(  # noqa: S603 - our own command
+        [BAY, "serve", "--port", str(port)], env=env, stdout=log.open("wb"),
+        stderr=subprocess.STDOUT)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(f"{url}/readyz", server)
+    return server, url, json.loads(created.stdout)["key"]["key"]
+
+
 def wrk(url: str, *, duration: int, connections: int, headers: dict[str, str]) -> str:
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
     for name, value in headers.items():
@@ -166,23 +193,11 @@ def main() -> None:
             stderr=subprocess.STDOUT))  # fmt: skip
         baseline = f"http://127.0.0.1:{baseline_port}"
 
-        bay_env = {
-            **os.environ,
-            "BAY_HOME": str(home),
-            "BAY_DATABASE_URL": meta_url,
-            "BAY_RATE_LIMIT_PER_MINUTE": "10000000",
-            "BAY_RATE_LIMIT_BURST": "100000",
-        }
-        created = subprocess.run([BAY, "init", "--json"], env=bay_env, capture_output=True,
-                                 text=True, check=True)  # fmt: skip
-        admin_key = json.loads(created.stdout)["key"]["key"]
-        bay_port = free_port()
-        processes.append(subprocess.Popen(
-            [BAY, "serve", "--port", str(bay_port)], env=bay_env,
-            stdout=(logs / "servicebay.log").open("wb"), stderr=subprocess.STDOUT))  # fmt: skip
-        servicebay = f"http://127.0.0.1:{bay_port}"
+        bay, servicebay, admin_key = start_servicebay(
+            home, logs / "servicebay.log", database_url=meta_url, log_level="INFO"
+        )
+        processes.append(bay)
         wait_ready(f"{baseline}/docs", processes[0])
-        wait_ready(f"{servicebay}/readyz", processes[1])
 
         with httpx.Client(base_url=servicebay, headers={"Authorization": f"Bearer {admin_key}"},
                           timeout=30) as admin:  # fmt: skip

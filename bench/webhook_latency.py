@@ -43,7 +43,7 @@ from starlette.routing import Route
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.sql_gateway import BAY, free_port, wait_ready, wrk  # noqa: E402
+from bench.sql_gateway import free_port, start_servicebay, wait_ready, wrk  # noqa: E402
 
 from servicebay.runtime.bundle import build_bundle  # noqa: E402
 
@@ -189,25 +189,10 @@ def main() -> None:
     logs.mkdir()
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        env = {
-            **os.environ,
-            "BAY_HOME": str(root / "home"),
-            "BAY_LOG_LEVEL": "WARNING",
-            "BAY_RATE_LIMIT_PER_MINUTE": "10000000",
-            "BAY_RATE_LIMIT_BURST": "100000",
-        }
-        if args.database_url:
-            env["BAY_DATABASE_URL"] = args.database_url
-        created = subprocess.run(  # noqa: S603 - our own command
-            [BAY, "init", "--json"], env=env, capture_output=True, text=True, check=True
+        server, servicebay, admin_key = start_servicebay(
+            root / "home", logs / "servicebay.log", database_url=args.database_url
         )
-        admin_key = json.loads(created.stdout)["key"]["key"]
-        port = free_port()
-        processes.append(subprocess.Popen(  # noqa: S603 - our own command
-            [BAY, "serve", "--port", str(port)], env=env,
-            stdout=(logs / "servicebay.log").open("wb"), stderr=subprocess.STDOUT))  # fmt: skip
-        servicebay = f"http://127.0.0.1:{port}"
-        wait_ready(f"{servicebay}/readyz", processes[0])
+        processes.append(server)
 
         with httpx.Client(base_url=servicebay, timeout=30,
                           headers={"Authorization": f"Bearer {admin_key}"}) as admin:  # fmt: skip

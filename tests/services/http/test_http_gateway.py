@@ -370,6 +370,20 @@ def test_the_secret_appears_in_no_answer_audit_record_or_log(
     assert token not in server.log_text()
 
 
+def test_the_upstream_url_with_the_callers_values_stays_out_of_the_log(
+    server: Server, admin: httpx.Client, upstream: Upstream
+) -> None:
+    """httpx logs every request's URL; the gateway's own access line redacts secrets."""
+    upstream.route("GET", "/search", lambda _: JSONResponse({"hits": []}))
+    name = register(admin, upstream.url, {"search": {"path": "/search", "description": "Find."}})
+
+    assert admin.get(f"/{name}/search", params={"password": "hunter2-in-a-url"}).status_code == 200
+
+    assert upstream.requests_to("/search")[0].query == [("password", "hunter2-in-a-url")]
+    assert f"/{name}/search" in server.log_text()
+    assert "hunter2-in-a-url" not in server.log_text()
+
+
 def test_each_route_is_documented_in_the_services_and_the_platforms_openapi(
     server: Server, admin: httpx.Client, upstream: Upstream
 ) -> None:

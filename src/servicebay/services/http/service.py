@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -34,8 +35,24 @@ from servicebay.services.http.openapi import document
 from servicebay.services.http.spec import SECRET_SLOT, HttpServiceSpec, RouteParam, RouteSpec
 from servicebay.services.http.template import RouteTemplate
 
-# httpx logs every request's URL at INFO; the gateway logs each call itself, redacted.
-logging.getLogger("httpx").setLevel(logging.WARNING)
+
+class _UpstreamCalls(logging.Filter):
+    """Drops httpx's INFO line for calls to an http service's upstream: it holds the full
+    URL with the caller's values, and the gateway logs each call itself, redacted. Other
+    users of httpx (alerts) keep their lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bases: Counter[str] = Counter()
+        logging.getLogger("httpx").addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        url = str(args[1]) if len(args) > 1 else ""
+        return not any(url.startswith(base) for base in self.bases)
+
+
+_UPSTREAM_CALLS = _UpstreamCalls()
 
 MAX_ANSWER_BYTES = 10 * 1024 * 1024
 """An upstream answer larger than this is a 502: the gateway holds answers in memory."""
@@ -81,6 +98,7 @@ class HttpService:
         # One pool per service; the credential rides on every request as a default header.
         # No redirects (a redirect could carry the credential elsewhere) and no proxies or
         # .netrc from the gateway's environment.
+        _UPSTREAM_CALLS.bases[spec.base_url] += 1
         self._client = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(spec.timeout_seconds),
@@ -109,6 +127,9 @@ class HttpService:
 
     async def close(self) -> None:
         await self._client.aclose()
+        _UPSTREAM_CALLS.bases[self.spec.base_url] -= 1
+        if _UPSTREAM_CALLS.bases[self.spec.base_url] <= 0:
+            del _UPSTREAM_CALLS.bases[self.spec.base_url]
 
     def _route(self, call: ServiceCall) -> Route:
         where = "/" + "/".join(segment[:100] for segment in call.path)

@@ -160,6 +160,27 @@ def test_the_oldest_queued_run_is_claimed_first(home: Path) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize(("concurrency", "taken"), [("allow", 3), ("queue", 1)])
+def test_one_claim_takes_as_many_runs_as_may_start_up_to_its_limit(
+    home: Path, concurrency: str, taken: int
+) -> None:
+    """A worker with free slots claims for all of them at once, oldest first; a deployment
+    that runs one at a time still gives it one."""
+
+    async def scenario() -> None:
+        async with database(f"sqlite:///{home / 'meta.db'}") as sessions:
+            deployed = await deploy_script(
+                sessions, Layout(home), owner=OWNER, script="", concurrency=concurrency
+            )
+            queued = [await queue(sessions, deployed) for _ in range(4)]
+            async with sessions() as session, session.begin():
+                claimed = await runs.claim(session, "w", 3)
+            assert [run.id for run in claimed] == [run.id for run in queued[:taken]]
+            assert {run.status for run in claimed} == {"running"}
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize("concurrency", ["queue", "skip"])
 def test_a_deployment_that_runs_one_at_a_time_waits_while_its_run_runs_and_others_go_on(
     home: Path, concurrency: str

@@ -198,17 +198,26 @@ def _read_position(position: str) -> tuple[datetime, str]:
 
 
 async def claim_next(session: AsyncSession, worker: str) -> Run | None:
-    """Take the first queued run that may start (now `running`) for `worker`, in order of
-    due time (creation for runs without one), or None if none may. A run whose
-    `not_before` has not come yet is left queued.
+    """`claim` of one run: the next that may start, or None."""
+    claimed = await claim(session, worker, 1)
+    return claimed[0] if claimed else None
+
+
+async def claim(session: AsyncSession, worker: str, limit: int) -> list[Run]:
+    """Take up to `limit` queued runs that may start (now `running`) for `worker`, in order
+    of due time (creation for runs without one). A run whose `not_before` has not come yet
+    is left queued.
 
     A run waits while its deployment's `concurrency` says so (`may_start`). Call it
-    inside a transaction; the claim is the caller's when it commits.
+    inside a transaction; the claims are the caller's when it commits.
     """
+    claimed: list[Run] = []
     for _ in range(CLAIM_ATTEMPTS):
         candidates = (
             await session.execute(
-                select(Run, DeploymentVersion.config)
+                select(
+                    Run.id, Run.deployment_id, Run.due_at, Run.created_at, DeploymentVersion.config
+                )
                 .join(
                     DeploymentVersion,
                     and_(
@@ -227,27 +236,40 @@ async def claim_next(session: AsyncSession, worker: str) -> Run | None:
             )
         ).all()
         if not candidates:
-            return None
-        for candidate, config in candidates:
+            return claimed
+        for run_id, deployment_id, due_at, created_at, config in candidates:
+            candidate = _Queued(run_id, deployment_id, due_at, created_at)
             if not await may_start(session, candidate, config.get("concurrency", "allow")):
                 continue
-            claimed = await session.execute(
+            taken = await session.execute(
                 update(Run)
-                .where(Run.id == candidate.id, Run.status == "queued")
+                .where(Run.id == run_id, Run.status == "queued")
                 .values(status="running", started_at=utcnow(), worker=worker)
                 .execution_options(synchronize_session=False)
             )
-            if _rowcount(claimed) == 1:
-                run = await session.get(Run, candidate.id, populate_existing=True)
+            if _rowcount(taken) == 1:
+                run = await session.get(Run, run_id, populate_existing=True)
                 assert run is not None
-                return run
+                claimed.append(run)
+                if len(claimed) == limit:
+                    return claimed
         if len(candidates) < CLAIM_WINDOW:
-            return None  # every queued run waits for an earlier one of its deployment
-    return None
+            return claimed  # every other queued run waits for an earlier one of its deployment
+    return claimed
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """What `may_start` needs of a queued run, read without loading the whole row."""
+
+    id: str
+    deployment_id: str
+    due_at: datetime | None
+    created_at: datetime
 
 
 async def may_start(
-    session: AsyncSession | AsyncConnection, run: Run, concurrency: Concurrency
+    session: AsyncSession | AsyncConnection, run: Run | _Queued, concurrency: Concurrency
 ) -> bool:
     """Whether the worker may start the queued `run` now.
 

@@ -285,26 +285,34 @@ class Worker:
     async def _claim_loop(self) -> None:
         while True:
             await self._slots.acquire()
+            free = 1
+            while not self._slots.locked():  # every free slot, in one claim
+                await self._slots.acquire()
+                free += 1
             self._wake.clear()  # before looking: a run queued meanwhile sets it again
             try:
-                prepared = await self._claim()
+                claimed = await self._claim(free)
             except Exception:
                 log.exception("worker %s could not read the run queue", self.id)
-                prepared = None
-            if prepared is None:
+                claimed = []
+            for _ in range(free - len(claimed)):
                 self._slots.release()
+            for prepared in claimed:
+                active = _Active()
+                run_id = prepared.run.id
+                self._active[run_id] = active
+                active.task = asyncio.create_task(
+                    self._execute(prepared, active), name=f"run-{run_id}"
+                )
+            if len(claimed) < free:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-                continue
-            active = _Active()
-            run_id = prepared.run.id
-            self._active[run_id] = active
-            active.task = asyncio.create_task(self._execute(prepared, active), name=f"run-{run_id}")
 
-    async def _claim(self) -> Prepared | None:
+    async def _claim(self, limit: int) -> list[Prepared]:
+        """Up to `limit` runs, claimed and prepared in one transaction."""
         async with self.instance.sessions() as session, session.begin():
-            run = await runs.claim_next(session, self.id)
-            return None if run is None else await self.prepare(session, run)
+            claimed = await runs.claim(session, self.id, limit)
+            return [await self.prepare(session, run) for run in claimed]
 
     async def _watch_loop(self) -> None:
         """Notice cancels asked for on any node; now and then, fail orphaned runs."""

@@ -62,6 +62,8 @@ def test_staging_copies_only_the_sdk_readable_by_anyone(tmp_path: Path) -> None:
         "servicebay/sdk/__init__.py",
         "servicebay/sdk/client.py",
         "servicebay/sdk/errors.py",
+        "servicebay/sdk/identity.py",
+        "servicebay/sdk/service.py",
         "servicebay/webhook.py",
     ]
     for path in staged.rglob("*"):

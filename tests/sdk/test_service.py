@@ -51,6 +51,11 @@ def build(verify: bool = True) -> Service:
         """Remove a customer."""
         customers.pop(email, None)
 
+    @app.get("/later")
+    async def later(n: int) -> dict[str, int]:
+        """An async function is awaited."""
+        return {"twice": 2 * n}
+
     @app.get("/boom")
     def boom() -> None:
         """Always fails, as a handler with a bug does."""
@@ -182,6 +187,10 @@ def test_without_verification_the_plain_headers_name_the_caller(serve: Any) -> N
         identity=None,
     )
     assert (status, body["by"], body["teams"]) == (201, "me@corp.com", ["a", "b"])
+
+
+def test_an_async_function_is_awaited(port: int) -> None:
+    assert call(port, "GET", "/later?n=21")[:3:2] == (200, {"twice": 42})
 
 
 def test_handler_problems_unknown_paths_and_methods(port: int) -> None:

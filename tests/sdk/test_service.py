@@ -136,6 +136,8 @@ def test_bad_input_is_one_400_problem_listing_every_bad_parameter(port: int) -> 
         (["query", "ratio"], "type"),
     ]
     assert "query.limit" in body["detail"]
+    status, _, body = call(port, "GET", "/search?limit=" + "9" * 5000)
+    assert (status, body["errors"][0]["loc"]) == (400, ["query", "limit"])
 
 
 def test_a_json_body_and_the_verified_caller_reach_the_function(port: int) -> None:

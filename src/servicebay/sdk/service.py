@@ -496,7 +496,10 @@ def _convert(param: _Param, text: str, errors: list[dict[str, Any]]) -> Any:
     if kind is str:
         return text
     if kind is int and _INTEGER.match(text.strip()):
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+            pass
     if kind is float:
         try:
             number = float(text)

@@ -37,9 +37,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.sql_gateway import start_servicebay  # noqa: E402
-
-from servicebay.runtime.bundle import build_bundle  # noqa: E402
+from bench.support import deploy_folder, start_servicebay  # noqa: E402
 
 TARGET_RUNS_PER_SECOND = 100.0
 NAME = "trivial"
@@ -56,22 +54,7 @@ def deploy(admin: httpx.Client, parent: Path) -> str:
     (folder / "job.py").write_text(SCRIPT)
     config = {"cron_frequency": "0 0 1 1 *", "script_to_run": "job.py", "concurrency": "allow"}
     (folder / "cron.json").write_text(json.dumps(config))
-    sent = admin.post(
-        "/api/v1/deployments",
-        data={"name": NAME},
-        files={"bundle": ("bundle.tar.gz", build_bundle(folder).data, "application/gzip")},
-    )
-    if sent.is_error:
-        raise SystemExit(f"{NAME} was refused: {sent.text}")
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        version = admin.get(f"/api/v1/deployments/{NAME}/versions/1").json()
-        if version["status"] == "ready":
-            return str(version["requirements_digest"])
-        if version["status"] == "failed":
-            raise SystemExit(f"{NAME} did not build:\n{version['build_log']}")
-        time.sleep(0.2)
-    raise SystemExit(f"{NAME} still building after 300 s")
+    return deploy_folder(admin, folder, name=NAME)
 
 
 async def trigger(base_url: str, key: str, count: int, in_flight: int) -> list[str]:

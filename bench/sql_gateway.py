@@ -16,7 +16,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,10 @@ import httpx
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
-BAY = str(Path(sys.executable).with_name("bay"))
+sys.path.insert(0, str(ROOT))
+
+from bench.support import free_port, start_servicebay, wait_ready, wrk  # noqa: E402
+
 TARGET_RPS_RATIO = 0.7
 TARGET_P99_RATIO = 2.0
 
@@ -47,10 +49,8 @@ class Result:
     other work shares the machine, and what decides req/s when the server is CPU-bound."""
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
 async def execute(url: str, *statements: str) -> None:
@@ -68,57 +68,6 @@ async def execute(url: str, *statements: str) -> None:
 
 def database(admin_url: str, name: str) -> str:
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{url}: the server exited with {process.returncode}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not answer within 30 s")
-
-
-LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
-UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def start_servicebay(
-    home: Path, log: Path, *, database_url: str | None = None, **settings: str
-) -> tuple[subprocess.Popen[bytes], str, str]:
-    """`bay init` and `bay serve` for an instance in `home` (BAY_<NAME> for each of
-    `settings`, rate limits out of the way): the server, its URL and the admin's key."""
-    env = {
-        **os.environ,
-        "BAY_HOME": str(home),
-        "BAY_LOG_LEVEL": "WARNING",
-        "BAY_RATE_LIMIT_PER_MINUTE": "10000000",
-        "BAY_RATE_LIMIT_BURST": "100000",
-        **{f"BAY_{name.upper()}": value for name, value in settings.items()},
-    }
-    if database_url:
-        env["BAY_DATABASE_URL"] = database_url
-    created = subprocess.run(  # noqa: S603 - our own command
-        [BAY, "init", "--json"], env=env, capture_output=True, text=True, check=True
-    )
-    port = free_port()
-    server = subprocess.Popen(  # noqa: S603 - our own command
-        [BAY, "serve", "--port", str(port)], env=env, stdout=log.open("wb"),
-        stderr=subprocess.STDOUT)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(f"{url}/readyz", server)
-    return server, url, json.loads(created.stdout)["key"]["key"]
-
-
-def wrk(url: str, *, duration: int, connections: int, headers: dict[str, str]) -> str:
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
-    for name, value in headers.items():
-        command += ["-H", f"{name}: {value}"]
-    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
 
 def cpu_seconds(pid: int) -> float:

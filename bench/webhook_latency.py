@@ -43,9 +43,7 @@ from starlette.routing import Route
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.sql_gateway import free_port, start_servicebay, wait_ready, wrk  # noqa: E402
-
-from servicebay.runtime.bundle import build_bundle  # noqa: E402
+from bench.support import deploy_folder, free_port, start_servicebay, wait_ready, wrk  # noqa: E402
 
 TARGET_P50_MS = 25.0
 HELLO = {"hello": "world"}
@@ -157,20 +155,7 @@ def deploy(admin: httpx.Client, parent: Path, name: str, auth: str) -> str:
     (folder / "webhook.json").write_text(
         json.dumps({"sub_domain": name, "script_to_run": "hook.py", "auth": auth})
     )
-    bundle = build_bundle(folder).data
-    sent = admin.post(
-        "/api/v1/deployments", files={"bundle": ("bundle.tar.gz", bundle, "application/gzip")}
-    )
-    sent.raise_for_status()
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        version = admin.get(f"/api/v1/deployments/{name}/versions/1").json()
-        if version["status"] == "ready":
-            return str(version["requirements_digest"])
-        if version["status"] == "failed":
-            raise SystemExit(f"{name} did not build:\n{version['build_log']}")
-        time.sleep(0.2)
-    raise SystemExit(f"{name} still building after 300 s")
+    return deploy_folder(admin, folder)
 
 
 def main() -> None:

@@ -551,6 +551,42 @@ def test_postgresql_a_writer_that_holds_the_head_commits_a_batch_in_one_statemen
     assert report.checked == 12
 
 
+def test_postgresql_a_failed_key_stamp_does_not_write_a_committed_batch_again(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's single statement has committed when the stamp of `last_used_at` runs:
+    that stamp failing must not send the events through the retry a second time."""
+    failures = iter([RuntimeError("lock timeout on api_keys")])
+    stamp = AuditWriter._stamp
+
+    async def flaky(connection: Any, used_keys: set[str]) -> None:
+        if used_keys and (failure := next(failures, None)) is not None:
+            raise failure
+        await stamp(connection, used_keys)
+
+    monkeypatch.setattr(AuditWriter, "_stamp", staticmethod(flaky))
+
+    async def scenario() -> tuple[list[int], list[int], Verification]:
+        engine = await migrated_engine(postgres_url)
+        writer = AuditWriter(engine, batch_max=500)
+        await writer.start()
+        try:
+            await writer.write(AuditRecord("test.keyless", "allowed"))  # the writer holds the head
+            seqs = await asyncio.gather(*(writer.write(record(n)) for n in range(3)))
+        finally:
+            await writer.stop()
+        try:
+            return list(seqs), await stored_seqs(engine), await verification(engine)
+        finally:
+            await engine.dispose()
+
+    seqs, stored, report = asyncio.run(scenario())
+
+    assert sorted(seqs) == [2, 3, 4]
+    assert stored == [1, 2, 3, 4]
+    assert report.ok, report.problems
+
+
 def test_a_forged_last_event_in_place_of_the_real_one_is_reported_at_its_seq(
     database_url: str,
 ) -> None:

@@ -284,7 +284,10 @@ class AuditWriter:
         try:
             if self._postgres:
                 head = await self._append_postgres(connection, records)
-                await self._stamp(connection, used_keys)
+                try:  # the events are committed: a failed stamp must not write them again
+                    await self._stamp(connection, used_keys)
+                except Exception:
+                    log.warning("could not stamp last use on keys %s", sorted(used_keys))
             else:
                 async with connection.begin():
                     head = await append(connection, records)

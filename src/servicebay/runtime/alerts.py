@@ -194,15 +194,22 @@ class Alerter:
         """Alert when `run` starts or ends `deployment`'s failure streak; updates
         `deployment.failing` (in the database and on the object) when it does."""
         failed = run.status in FAILURES
-        if not failed and (run.status != "succeeded" or not deployment.failing):
-            return  # no streak to end, as of when the run's deployment was read
-        version = await self._version(deployment.id, run.version)
-        config = version.config if version is not None else {}
-        if failed and run.attempt <= _retries(config):
-            log.debug("run %s of %s failed and will be retried: no alert", run.id, deployment.name)
+        if not failed and run.status != "succeeded":
             return
+        config: dict[str, Any] = {}
+        if failed:
+            config = await self._config(deployment.id, run.version)
+            if run.attempt <= _retries(config):
+                log.debug(
+                    "run %s of %s failed and will be retried: no alert", run.id, deployment.name
+                )
+                return
+        # A success reads nothing first: the conditional UPDATE alone says whether it ends
+        # a streak, as of now rather than as of when the run's deployment was read.
         if not await self._flip(deployment.id, failing=failed):
             return
+        if not failed:
+            config = await self._config(deployment.id, run.version)
         deployment.failing = failed
         event: Event = "run.failing" if failed else "run.recovered"
         log.info("%s %s with run %s: alerting", deployment.name, event.split(".")[1], run.id)
@@ -218,15 +225,16 @@ class Alerter:
             f"alert-{deployment.name}-build-{version.version}",
         )
 
-    async def _version(self, deployment_id: str, number: int) -> DeploymentVersion | None:
+    async def _config(self, deployment_id: str, number: int) -> dict[str, Any]:
+        """The run's version's config (its retries and `notify`), {} if it is gone."""
         async with self.instance.sessions() as session:
-            found: DeploymentVersion | None = await session.scalar(
-                select(DeploymentVersion).where(
+            config = await session.scalar(
+                select(DeploymentVersion.config).where(
                     DeploymentVersion.deployment_id == deployment_id,
                     DeploymentVersion.version == number,
                 )
             )
-            return found
+        return dict(config or {})
 
     async def _flip(self, deployment_id: str, *, failing: bool) -> bool:
         """Set the flag if it is not set already; True for the one caller that changed it.

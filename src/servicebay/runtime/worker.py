@@ -92,8 +92,10 @@ CANCEL_POLL_SECONDS = 0.5
 LOG_FLUSH_SECONDS = 0.5
 LOG_FLUSH_BYTES = 64 * 1024
 KILL_GRACE_SECONDS = 5.0
-KEY_MARGIN_SECONDS = 60
-"""A run's key outlives its timeout (and kill grace) by this much, should revoking fail."""
+KEY_MARGIN_SECONDS = 300
+"""A run's key outlives its timeout (and kill grace) by this much: it is issued when the
+run is claimed, before its folder is staged and its warm interpreter started, and it must
+not expire before the script's time is up should revoking fail."""
 ORPHAN_MARGIN = timedelta(minutes=5)
 """A run still `running` this long past its timeout has lost its worker, wherever it was."""
 SWEEP_SECONDS = 60.0
@@ -609,6 +611,8 @@ class Worker:
                     .values(revoked_at=utcnow())
                 )
             finished = await runs.finish_run(session, run_id, ending)
+        if logs is not None:
+            logs.stored()
         if key is not None and key.secret is not None:
             self.instance.authenticator.forget(key.secret)
         return finished
@@ -763,15 +767,19 @@ class RunLog:
             self._size = 0
 
     async def close(self) -> str:
-        """Stop flushing; the lines not stored yet, for the run's final transaction."""
+        """Stop flushing; the lines not stored yet, for the run's final transaction. They
+        stay here until `stored` says that transaction committed, so a second attempt
+        gets them again."""
         self._ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._ticker
         async with self._lock:
-            rest = "".join(self._parts)
-            self._parts.clear()
-            self._size = 0
-        return rest
+            return "".join(self._parts)
+
+    def stored(self) -> None:
+        """The text `close` returned is stored."""
+        self._parts.clear()
+        self._size = 0
 
     async def _tick(self) -> None:
         while True:

@@ -95,8 +95,15 @@ def _unique_columns(inspector: sa.Inspector, table: sa.Table) -> set[str]:
         {"include_auto_indexes": True} if inspector.dialect.name == "sqlite" else {}
     )
     indexes = inspector.get_indexes(table.name, **options)
-    groups += [index["column_names"] for index in indexes if index["unique"]]
-    return {str(group[0]) for group in groups if len(group) == 1}
+    # A partial unique index (`... WHERE deleted IS NULL`) leaves the other rows free to
+    # repeat a value, and an expression index names no column: neither makes one unique.
+    groups += [
+        index["column_names"]
+        for index in indexes
+        if index["unique"]
+        and not any(option.endswith("_where") for option in index.get("dialect_options", {}))
+    ]
+    return {str(group[0]) for group in groups if len(group) == 1 and group[0] is not None}
 
 
 def _mark_json(connection: sa.Connection, metadata: sa.MetaData) -> None:

@@ -63,6 +63,21 @@ def test_an_altered_header_is_refused(tamper: object, reason: str) -> None:
         verify_identity(tamper(signed()), KEY, now=NOW)  # type: ignore[operator]
 
 
+@pytest.mark.parametrize(
+    "respell",
+    [
+        lambda h: h[:-5] + "!!" + h[-5:],  # characters the decoder would skip
+        lambda h: h + "=",  # padding, which the header never carries
+        lambda h: h.replace(".", ".\n", 2),
+    ],
+)
+def test_one_identity_has_one_spelling(respell: object) -> None:
+    """A header that decodes to the same bytes but is written differently is refused, so
+    a replay cache keyed on the header cannot be dodged."""
+    with pytest.raises(IdentityError):
+        verify_identity(respell(signed()), KEY, now=NOW, service="salesforce")  # type: ignore[operator]
+
+
 def test_a_payload_changed_to_another_user_fails_the_signature() -> None:
     version, _payload, signature = signed().split(".")
     forged = dict(user="boss@corp.com", teams=[], request_id="r", service="salesforce",

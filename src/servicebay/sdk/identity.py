@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -193,14 +194,22 @@ def _mac(key: bytes, signed: str) -> bytes:
     return hmac.new(key, signed.encode("ascii"), hashlib.sha256).digest()
 
 
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def _encode(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 def _decode(text: str) -> bytes:
-    if not text.isascii():
-        raise ValueError("not ascii")
+    """Strict and canonical: the decoder would skip stray characters, which would let one
+    identity travel as many different headers."""
+    if not _BASE64URL.fullmatch(text):
+        raise ValueError("not base64url")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise ValueError("not base64url") from None
+    if _encode(raw) != text:
+        raise ValueError("not canonical base64url")
+    return raw

@@ -51,6 +51,8 @@ __all__ = ["HttpError", "Identity", "Service", "ServiceDefinitionError"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 PROBLEM_JSON = "application/problem+json"
+_DIGITS = re.compile(r"[0-9]+")
+"""`str.isdigit` also takes digits `int` refuses, such as superscripts."""
 MAX_BODY_BYTES = 10 * 1024 * 1024
 _SCALARS: dict[type, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -193,7 +195,7 @@ class Service:
                     f"service {self.name!r} has no port: pass run(port=...) or set PORT "
                     "(the platform sets it for a deployed service)"
                 )
-            if not text.isdigit() or not 0 <= int(text) <= 65535:
+            if not _DIGITS.fullmatch(text) or not 0 <= int(text) <= 65535:
                 raise RuntimeError(f"PORT {text!r} is not a port number (0 to 65535)")
             port = int(text)
         if self.verify_identity and self._key() is None:
@@ -658,7 +660,7 @@ def _handler_for(service: Service) -> type[BaseHTTPRequestHandler]:
                 answer = _problem(411, "send the body with a Content-Length", self.path, "")
                 self.close_connection = True
             elif length_text is not None and (
-                not length_text.isdigit() or int(length_text) > MAX_BODY_BYTES
+                not _DIGITS.fullmatch(length_text) or int(length_text) > MAX_BODY_BYTES
             ):
                 detail = f"the body is over {MAX_BODY_BYTES} bytes, or its length is not a number"
                 answer = _problem(413, detail, self.path, headers.get("x-bay-request-id", ""))

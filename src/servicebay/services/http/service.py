@@ -320,7 +320,10 @@ def _typed(param: RouteParam, value: Any) -> tuple[Any, str]:
         raise ValueError("must be a whole number")
     if kind == "number":
         if isinstance(value, int | float) and not isinstance(value, bool):
-            number = float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an integer of hundreds of digits
+                raise ValueError("must be a finite number") from None
         elif isinstance(value, str):
             try:
                 number = float(value)

@@ -370,6 +370,23 @@ def test_the_secret_appears_in_no_answer_audit_record_or_log(
     assert token not in server.log_text()
 
 
+def test_a_caller_cannot_change_what_the_routes_fixed_query_sets(
+    admin: httpx.Client, upstream: Upstream
+) -> None:
+    """An upstream that takes the last of two values would otherwise take the caller's."""
+    upstream.route("GET", "/search", lambda _: JSONResponse({"hits": []}))
+    routes = {"search": {"path": "/search?account_id=123", "description": "One account's."}}
+    name = register(admin, upstream.url, routes)
+
+    refused = admin.get(f"/{name}/search", params={"account_id": "999", "q": "x"})
+
+    body = assert_problem(refused, 400, "account_id is set by the route")
+    assert [error["loc"] for error in body["errors"]] == [["query", "account_id"]]
+    assert upstream.requests_to("/search") == []
+    assert admin.get(f"/{name}/search", params={"q": "x"}).status_code == 200
+    assert upstream.requests_to("/search")[0].query == [("account_id", "123"), ("q", "x")]
+
+
 def test_the_upstream_url_with_the_callers_values_stays_out_of_the_log(
     server: Server, admin: httpx.Client, upstream: Upstream
 ) -> None:

@@ -248,24 +248,29 @@ def _arguments(route: Route, call: ServiceCall) -> tuple[Values, list[tuple[str,
 
     Values come from the extra path segments (filling the path's placeholders in order),
     the query, and, for a route with a body template, the caller's JSON object. A
-    placeholder's parameter is consumed; every other query pair is passed on.
+    placeholder's parameter is consumed; every other query pair is passed on, except one
+    that names a pair of the route's fixed query: what the route fixes, a caller may not
+    change (an upstream that takes the last of two values would take the caller's).
     """
     template, params = route.template, route.spec.params
     placeholders = template.placeholders
     given: dict[str, list[Any]] = {}
     for name, value in zip(template.in_path, call.path[1:], strict=False):
         given.setdefault(name, []).append(value)
+    fixed = {name for name, _ in template.query}
     forwarded: list[tuple[str, str]] = []
+    errors: list[dict[str, Any]] = []
     for name, value in call.query:
         if name in placeholders:
             given.setdefault(name, []).append(value)
+        elif name in fixed:
+            errors.append(_error(name, f"{name} is set by the route and cannot be given"))
         else:
             forwarded.append((name, value))
     if route.spec.body is not None and isinstance(call.body, dict):
         for name in placeholders:
             if name in call.body:
                 given.setdefault(name, []).append(call.body[name])
-    errors: list[dict[str, Any]] = []
     values: Values = {}
     for name, param in params.items():
         supplied = given.get(name, [])

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from servicebay.core.models import Deployment, DeploymentVersion, Run, User, new_id, utcnow
 from servicebay.runtime.config import CronConfig, WebhookConfig
 from servicebay.runtime.layout import Layout
-from servicebay.runtime.runs import FINISHED
+from servicebay.runtime.runs import FINISHED, claim
 
 PYTHON = "/usr/bin/python3" if os.geteuid() == 0 else sys.executable
 """An interpreter every run user may execute."""
@@ -118,6 +118,12 @@ async def until(condition: Callable[[], bool], what: str, *, within: float = 60.
     while not condition():
         assert time.monotonic() < deadline, f"still waiting for {what}"
         await asyncio.sleep(0.02)
+
+
+async def claim_one(session: AsyncSession, worker: str) -> Run | None:
+    """What a worker with one free slot claims: the next run that may start, or None."""
+    claimed = await claim(session, worker, 1)
+    return claimed[0] if claimed else None
 
 
 async def wait_for_run(

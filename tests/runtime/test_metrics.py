@@ -18,7 +18,7 @@ from servicebay.core.models import Deployment, utcnow
 from servicebay.runtime import runs
 from servicebay.runtime.layout import Layout
 from servicebay.runtime.metrics import QueueWatch, RunMetrics
-from tests.runtime.runs_support import deploy_script, passable_home
+from tests.runtime.runs_support import claim_one, deploy_script, passable_home
 
 OWNER = "owner@example.com"
 
@@ -70,7 +70,7 @@ def test_the_queue_gauges_follow_the_runs_table(home: Path) -> None:
                 for _ in range(3):
                     await runs.create_run(session, deployment, trigger="manual", actor=OWNER)
             async with sessions() as session, session.begin():
-                await runs.claim_next(session, "worker-1")
+                await claim_one(session, "worker-1")
 
             await watch.refresh()
 

@@ -26,7 +26,7 @@ from servicebay.core.models import Deployment, DeploymentVersion, Run, utcnow
 from servicebay.runtime import runs
 from servicebay.runtime.layout import Layout
 from servicebay.runtime.runs import Ending, RunFilter
-from tests.runtime.runs_support import Deployed, deploy_script, passable_home
+from tests.runtime.runs_support import Deployed, claim_one, deploy_script, passable_home
 
 OWNER = "owner@example.com"
 
@@ -115,7 +115,7 @@ def test_claimers_on_separate_connections_take_each_run_exactly_once(
             async def claimer(name: str, claimer_sessions: Sessions) -> None:
                 while True:
                     async with claimer_sessions() as session, session.begin():
-                        run = await runs.claim_next(session, name)
+                        run = await claim_one(session, name)
                     if run is None:
                         return
                     assert (run.status, run.worker) == ("running", name)
@@ -146,16 +146,16 @@ def test_the_oldest_queued_run_is_claimed_first(home: Path) -> None:
             )
             first, second = await queue(sessions, deployed), await queue(sessions, deployed)
             async with sessions() as session, session.begin():
-                run = await runs.claim_next(session, "w")
+                run = await claim_one(session, "w")
                 assert run is not None
                 assert run.id == first.id
                 assert run.started_at is not None
             async with sessions() as session, session.begin():
-                run = await runs.claim_next(session, "w")
+                run = await claim_one(session, "w")
                 assert run is not None
                 assert run.id == second.id
             async with sessions() as session, session.begin():
-                assert await runs.claim_next(session, "w") is None
+                assert await claim_one(session, "w") is None
 
     asyncio.run(scenario())
 
@@ -199,7 +199,7 @@ def test_a_deployment_that_runs_one_at_a_time_waits_while_its_run_runs_and_other
 
             async def claim() -> str | None:
                 async with sessions() as session, session.begin():
-                    run = await runs.claim_next(session, "w")
+                    run = await claim_one(session, "w")
                     return None if run is None else run.id
 
             assert await claim() == first.id
@@ -218,7 +218,7 @@ def test_a_run_ends_once_and_a_cancel_is_recorded_as_its_state_allows(home: Path
             deployed = await deploy_script(sessions, Layout(home), owner=OWNER, script="")
             run = await queue(sessions, deployed)
             async with sessions() as session, session.begin():
-                await runs.claim_next(session, "w")
+                await claim_one(session, "w")
             async with sessions() as session, session.begin():
                 flagged = await runs.request_cancel(session, await session.get(Run, run.id), OWNER)
                 assert (flagged.status, flagged.cancel_requested) == ("running", True)
@@ -286,7 +286,7 @@ def test_a_log_is_read_after_the_last_chunk_seen_and_done_only_at_its_end(home: 
             deployed = await deploy_script(sessions, Layout(home), owner=OWNER, script="")
             run = await queue(sessions, deployed)
             async with sessions() as session, session.begin():
-                await runs.claim_next(session, "w")
+                await claim_one(session, "w")
                 for n in range(3):
                     await runs.append_log(session, run.id, f"chunk {n}\n")
             async with sessions() as session:
@@ -314,7 +314,7 @@ def test_a_long_log_comes_in_pages_and_is_done_only_on_the_last(home: Path) -> N
             run = await queue(sessions, deployed)
             big = "x" * (runs.LOG_PAGE_BYTES // 2 + 1)
             async with sessions() as session, session.begin():
-                await runs.claim_next(session, "w")
+                await claim_one(session, "w")
                 for _ in range(3):
                     await runs.append_log(session, run.id, big)
                 await runs.finish_run(session, run.id, Ending("succeeded", "exited with code 0"))

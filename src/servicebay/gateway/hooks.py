@@ -46,7 +46,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from servicebay.core.access import Principal
 from servicebay.core.errors import (
+    BadGateway,
     Forbidden,
+    GatewayTimeout,
+    NotAuthenticated,
     NotFound,
     ServiceBayError,
     ServiceUnavailable,
@@ -95,17 +98,14 @@ RUN_HEADER = "X-Bay-Run-Id"
 """On every answer to a call: the id of the run it became."""
 
 
-class SignatureRefused(ServiceBayError):
+class SignatureRefused(NotAuthenticated):
     """A call to an hmac-sha256 webhook without a valid signature."""
-
-    status = 401
-    title = "Unauthorized"
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": 'HMAC-SHA256 realm="servicebay"'}
 
 
-class _RunProblem(ServiceBayError):
+class _NamesItsRun(ServiceBayError):
     """A sync call whose run did not give an answer to send; the problem names the run."""
 
     def __init__(self, message: str, *, run_id: str) -> None:
@@ -116,16 +116,12 @@ class _RunProblem(ServiceBayError):
         return {RUN_HEADER: self.run_id}
 
 
-class BadAnswer(_RunProblem):
+class BadAnswer(_NamesItsRun, BadGateway):
     """The script wrote an answer file the platform cannot send."""
 
-    status = 502
-    title = "Bad Gateway"
 
-
-class TimedOut(_RunProblem):
-    status = 504
-    title = "Gateway Timeout"
+class TimedOut(_NamesItsRun, GatewayTimeout):
+    """The script was still running at the webhook's timeout."""
 
 
 # --- which webhook --------------------------------------------------------------------------

@@ -197,12 +197,6 @@ def _read_position(position: str) -> tuple[datetime, str]:
         raise invalid_cursor() from None
 
 
-async def claim_next(session: AsyncSession, worker: str) -> Run | None:
-    """`claim` of one run: the next that may start, or None."""
-    claimed = await claim(session, worker, 1)
-    return claimed[0] if claimed else None
-
-
 async def claim(session: AsyncSession, worker: str, limit: int) -> list[Run]:
     """Take up to `limit` queued runs that may start (now `running`) for `worker`, in order
     of due time (creation for runs without one). A run whose `not_before` has not come yet

@@ -81,7 +81,7 @@ class Zygotes:
                 try:
                     await warm.zygote.start()
                 except ZygoteError as error:
-                    log.warning("no warm interpreter; a new one runs the call: %s", error)
+                    log.warning("no warm interpreter; a new one runs the script: %s", error)
                     return await run_process(spec, on_line, cancel=cancel)
                 try:
                     return await warm.zygote.run(spec, on_line, cancel=cancel)

@@ -401,7 +401,7 @@ class Worker:
         logs = RunLog(self.instance, run.id)
         try:
             ending = await self._run(prepared, logs, active)
-            finished = await self._finish(run.id, ending, logs=logs, key=prepared)
+            finished = await self._finish(run.id, ending, logs=logs, prepared=prepared)
             if finished is not None:
                 if ending.status in ("failed", "timed_out") and not active.shutdown:
                     await self._queue_retry(finished, deployment, version)
@@ -411,7 +411,7 @@ class Worker:
             log.exception("worker %s failed to run %s", self.id, run.id)
             with contextlib.suppress(Exception):
                 ending = Ending("failed", "the platform failed to run it")
-                return await self._finish(run.id, ending, logs=logs, key=prepared)
+                return await self._finish(run.id, ending, logs=logs, prepared=prepared)
             return None
         finally:
             del self._active[run.id]
@@ -596,7 +596,7 @@ class Worker:
         ending: Ending,
         *,
         logs: RunLog | None = None,
-        key: Prepared | None = None,
+        prepared: Prepared | None = None,
     ) -> Run | None:
         """Record the ending, in one transaction with the log's last lines and the
         revocation of the run's key (which otherwise expires on its own)."""
@@ -604,17 +604,17 @@ class Worker:
         async with self.instance.sessions() as session, session.begin():
             if rest:
                 await runs.append_log(session, run_id, rest)
-            if key is not None and key.key_id is not None:
+            if prepared is not None and prepared.key_id is not None:
                 await session.execute(
                     update(ApiKey)
-                    .where(ApiKey.id == key.key_id, ApiKey.revoked_at.is_(None))
+                    .where(ApiKey.id == prepared.key_id, ApiKey.revoked_at.is_(None))
                     .values(revoked_at=utcnow())
                 )
             finished = await runs.finish_run(session, run_id, ending)
         if logs is not None:
             logs.stored()
-        if key is not None and key.secret is not None:
-            self.instance.authenticator.forget(key.secret)
+        if prepared is not None and prepared.secret is not None:
+            self.instance.authenticator.forget(prepared.secret)
         return finished
 
     async def _tell(self, deployment: Deployment, run: Run) -> None:

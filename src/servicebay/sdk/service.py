@@ -68,15 +68,29 @@ class ServiceDefinitionError(TypeError):
 
 
 class HttpError(Exception):
-    """Raise in a handler to answer with a problem: `raise HttpError(404, "no such customer")`."""
+    """Raise in a handler to answer with a problem: `raise HttpError(404, "no such customer")`.
 
-    def __init__(self, status: int, detail: str, *, title: str | None = None) -> None:
+    `errors` lists field problems like the framework's own 400s (`{"loc", "msg", "type"}`);
+    `headers` go on the answer (a 429's `Retry-After`).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        title: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         if not 400 <= status <= 599:
             raise ValueError(f"an HttpError's status is 400 to 599, not {status!r}")
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.title = title
+        self.errors = errors or []
+        self.headers = headers or {}
 
 
 @dataclass(frozen=True)
@@ -257,7 +271,15 @@ class Service:
                 refusal.status, refusal.detail, path, request_id, refusal.errors, refusal.headers
             )
         except HttpError as error:
-            return _problem(error.status, error.detail, path, request_id, title=error.title)
+            return _problem(
+                error.status,
+                error.detail,
+                path,
+                request_id,
+                error.errors,
+                error.headers,
+                title=error.title,
+            )
         except Exception:
             sys.stderr.write(
                 f"service {self.name}: {method} {path} failed (request {request_id}):\n"

@@ -43,12 +43,12 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.responses import JSONResponse, Response
 
+from servicebay.fakes.instagram import FakeInstagram
+from servicebay.fakes.slack import FakeSlack
 from tests.conftest import Server
 from tests.gateway.gateway_support import wait_for
 from tests.gateway.test_deployments_api import deploy, folder_of
-from tests.services.http.upstream import Received, Upstream
 
 IG_USER = "17841405822304914"
 INSTAGRAM_TOKEN = "EAAGm0PX4ZCpsBAKnicksTestToken0123456789"
@@ -151,72 +151,6 @@ SLACK_SERVICE: dict[str, Any] = {
 }
 
 
-def graph_api(upstream: Upstream) -> None:
-    """The Instagram Graph API's two calls, for one business account, behind its token."""
-
-    def authorised(received: Received) -> bool:
-        bearer = received.headers.get("authorization", "")
-        return INSTAGRAM_TOKEN in (bearer.removeprefix("Bearer "), received.param("access_token"))
-
-    def invalid_token() -> Response:
-        error = {"message": "Invalid OAuth access token - Cannot parse access token",
-                 "type": "OAuthException", "code": 190, "fbtrace_id": "AbCdEf"}  # fmt: skip
-        return JSONResponse({"error": error}, status_code=400)
-
-    def user(received: Received) -> Response:
-        if not authorised(received):
-            return invalid_token()
-        return JSONResponse({"followers_count": FOLLOWERS_NOW, "id": IG_USER})
-
-    def insights(received: Received) -> Response:
-        if not authorised(received):
-            return invalid_token()
-        since = received.param("since") or ""
-        end = date.fromisoformat(since) + timedelta(days=1)
-        return JSONResponse(
-            {
-                "data": [
-                    {
-                        "name": "follower_count",
-                        "period": "day",
-                        "values": [
-                            {"value": FOLLOWERS_LAST_WEEK, "end_time": f"{end}T08:00:00+0000"}
-                        ],
-                        "title": "Follower Count",
-                        "description": "Total number of unique accounts following this profile",
-                        "id": f"{IG_USER}/insights/follower_count/day",
-                    }
-                ],
-                "paging": {"previous": "", "next": ""},
-            }
-        )
-
-    upstream.route("GET", f"/v19.0/{IG_USER}", user)
-    upstream.route("GET", f"/v19.0/{IG_USER}/insights", insights)
-
-
-def slack_web_api(upstream: Upstream) -> None:
-    """Slack's chat.postMessage: 200 with `ok` true or false, as Slack answers."""
-
-    def post_message(received: Received) -> Response:
-        if received.headers.get("authorization") != f"Bearer {SLACK_TOKEN}":
-            return JSONResponse({"ok": False, "error": "invalid_auth"})
-        if not received.headers.get("content-type", "").startswith("application/json"):
-            return JSONResponse({"ok": False, "error": "invalid_form_data"})
-        body = received.json if isinstance(received.json, dict) else {}
-        if not body.get("channel"):
-            return JSONResponse({"ok": False, "error": "channel_not_found"})
-        if not body.get("text"):
-            return JSONResponse({"ok": False, "error": "no_text"})
-        message = {"type": "message", "subtype": "bot_message", "text": body["text"],
-                   "ts": "1764403200.000100", "bot_id": "B0KNICKS"}  # fmt: skip
-        return JSONResponse(
-            {"ok": True, "channel": "C0MARKETING", "ts": message["ts"], "message": message}
-        )
-
-    upstream.route("POST", "/api/chat.postMessage", post_message)
-
-
 @pytest.fixture(scope="module")
 def node(launch: Callable[..., Server]) -> Iterator[Server]:
     """A server of this module's own (a home the build and run users may reach; builds
@@ -230,19 +164,21 @@ def node(launch: Callable[..., Server]) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def instagram() -> Iterator[Upstream]:
-    upstream = Upstream()
-    graph_api(upstream)
-    yield upstream
-    upstream.close()
+def instagram() -> Iterator[FakeInstagram]:
+    fake = FakeInstagram(
+        token=INSTAGRAM_TOKEN,
+        user_id=IG_USER,
+        followers_count=FOLLOWERS_NOW,
+        count_on=lambda day: FOLLOWERS_LAST_WEEK,
+    )
+    with fake:
+        yield fake
 
 
 @pytest.fixture(scope="module")
-def slack() -> Iterator[Upstream]:
-    upstream = Upstream()
-    slack_web_api(upstream)
-    yield upstream
-    upstream.close()
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack(token=SLACK_TOKEN, channels={"marketing": "C0MARKETING"}) as fake:
+        yield fake
 
 
 def register(admin: httpx.Client, document: dict[str, Any], base_url: str, token: str) -> None:
@@ -257,10 +193,10 @@ def register(admin: httpx.Client, document: dict[str, Any], base_url: str, token
 
 
 def test_the_articles_weekly_job_posts_instagram_followers_to_slack(
-    node: Server, instagram: Upstream, slack: Upstream, tmp_path: Path
+    node: Server, instagram: FakeInstagram, slack: FakeSlack, tmp_path: Path
 ) -> None:
     with node.admin() as admin:
-        register(admin, INSTAGRAM_SERVICE, instagram.url + "/v19.0", INSTAGRAM_TOKEN)
+        register(admin, INSTAGRAM_SERVICE, instagram.base_url, INSTAGRAM_TOKEN)
         register(admin, SLACK_SERVICE, slack.url, SLACK_TOKEN)
         analyst, key = node.new_user(teams=["marketing"])
         for resource, action in (

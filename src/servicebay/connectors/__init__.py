@@ -13,7 +13,8 @@ from pathlib import Path
 __all__ = ["CONNECTORS", "folder"]
 
 HERE = Path(__file__).resolve().parent
-CONNECTORS = ("slack",)
+CONNECTORS = tuple(sorted(path.parent.name for path in HERE.glob("*/service.json")))
+"""Every connector shipped: each folder here with a `service.json`."""
 
 
 def folder(name: str) -> Path:

@@ -1,0 +1,119 @@
+"""Instagram: the business account's follower count, now and by day, from the Graph API.
+
+Settings: `INSTAGRAM_ACCESS_TOKEN` (secret), `INSTAGRAM_USER_ID` (the account's Instagram
+user id, stored as a secret too: one per instance, no folder edit), `INSTAGRAM_BASE_URL`
+(default https://graph.facebook.com/v19.0; a fake's address in tests and `bay demo`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
+from typing import Any
+
+from servicebay.sdk import HttpError, Service
+from servicebay.sdk.upstream import Reply, Upstream, setting
+
+app = Service(
+    "instagram",
+    description="The company's Instagram business account: its follower count, now and by day.",
+)
+
+MAX_DAYS = 30
+"""The Graph API gives at most 30 days of an insight per call."""
+TOKEN_ERRORS = frozenset({102, 190, 2500})
+"""Graph API error codes that mean the access token is missing, expired or wrong."""
+
+
+@cache
+def graph() -> tuple[Upstream, str]:
+    """The Graph API with the account's token, and the account's user id."""
+    token = setting("INSTAGRAM_ACCESS_TOKEN")
+    upstream = Upstream(
+        "Instagram",
+        setting("INSTAGRAM_BASE_URL", "https://graph.facebook.com/v19.0"),
+        headers={"Authorization": f"Bearer {token}"},
+        secrets=[token],
+    )
+    return upstream, setting("INSTAGRAM_USER_ID")
+
+
+@app.get("/get_follower_count")
+def get_follower_count() -> dict[str, Any]:
+    """How many accounts follow the business account now: `followers_count`."""
+    upstream, user = graph()
+    answer = _answer(
+        upstream, upstream.request("GET", f"/{user}", query={"fields": "followers_count"})
+    )
+    return {"followers_count": answer.get("followers_count"), "user_id": user}
+
+
+@app.get("/get_follower_count_by_date")
+def get_follower_count_by_date(date: str, until: str | None = None) -> dict[str, Any]:
+    """The follower count on `date`, or on each day from `date` to `until` (both included).
+
+    Days are `YYYY-MM-DD`, at most 30 of them, none in the future. Answers
+    `{"days": [{"date", "followers_count"}, ...]}`, the Graph API's `follower_count`
+    insight for each day.
+    """
+    first = _day("date", date)
+    last = _day("until", until) if until else first
+    if last < first:
+        raise HttpError(400, f"`until` ({last}) is before `date` ({first})")
+    if (last - first).days >= MAX_DAYS:
+        raise HttpError(400, f"at most {MAX_DAYS} days at once; ask for a shorter range")
+    upstream, user = graph()
+    query = {
+        "metric": "follower_count",
+        "period": "day",
+        "since": first.isoformat(),
+        "until": (last + timedelta(days=1)).isoformat(),
+    }
+    answer = _answer(upstream, upstream.request("GET", f"/{user}/insights", query=query))
+    days = []
+    for insight in answer.get("data") or []:
+        for value in insight.get("values") or []:
+            # A day's value ends at the start of the next day (Pacific time).
+            ended = datetime.strptime(value["end_time"][:10], "%Y-%m-%d").date()
+            days.append(
+                {
+                    "date": (ended - timedelta(days=1)).isoformat(),
+                    "followers_count": value.get("value"),
+                }
+            )
+    return {"days": days}
+
+
+def _day(name: str, text: str) -> date:
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise HttpError(
+            400,
+            f"`{name}` should be a day as YYYY-MM-DD, not {text!r}",
+            errors=[{"loc": ["query", name], "msg": "should be YYYY-MM-DD", "type": "date"}],
+        ) from None
+    if day > datetime.now(UTC).date():
+        raise HttpError(400, f"`{name}` ({day}) is in the future: no count for it yet")
+    return day
+
+
+def _answer(upstream: Upstream, reply: Reply) -> dict[str, Any]:
+    """The Graph API's answer, or its `{"error": {"message", "type", "code"}}` as a problem."""
+    answer = reply.json()
+    if reply.status == 200 and isinstance(answer, dict):
+        return answer
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if not isinstance(error, dict):
+        raise upstream.error(f"answered {reply.status}")
+    named = f"{error.get('message')} ({error.get('type')}, code {error.get('code')})"
+    if error.get("code") in TOKEN_ERRORS:
+        raise upstream.error(
+            f"refused the connector's token: {named}; an admin should check INSTAGRAM_ACCESS_TOKEN"
+        )
+    raise upstream.error(f"refused the request: {named}")
+
+
+if __name__ == "__main__":
+    graph()  # a missing setting stops the start, with its name, not the first call
+    app.run()

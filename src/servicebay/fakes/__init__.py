@@ -16,6 +16,7 @@ __all__ = ["FAKES", "fake_class"]
 
 FAKES: dict[str, str] = {
     "instagram": "servicebay.fakes.instagram:FakeInstagram",
+    "salesforce": "servicebay.fakes.salesforce:FakeSalesforce",
     "slack": "servicebay.fakes.slack:FakeSlack",
 }
 """Each fake by name, as `module:class`; loaded on demand."""

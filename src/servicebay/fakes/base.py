@@ -69,6 +69,7 @@ class FakeServer:
         self.port = port
         self.received: list[Received] = []
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._interjections: list[tuple[str, re.Pattern[str], Answer]] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -76,6 +77,12 @@ class FakeServer:
     def route(self, method: str, pattern: str, handler: Handler) -> None:
         """Answer `method` on paths fully matching the regular expression `pattern`."""
         self._routes.append((method.upper(), re.compile(pattern), handler))
+
+    def interject(self, method: str, pattern: str, answer: Answer) -> None:
+        """Answer the next `method` call to a path matching `pattern` with `answer`, once:
+        the vendor's rarer failures (a 500, a rate limit, a record gone) on cue."""
+        with self._lock:
+            self._interjections.append((method.upper(), re.compile(pattern), answer))
 
     @property
     def url(self) -> str:
@@ -120,6 +127,10 @@ class FakeServer:
     def answer(self, received: Received) -> Answer:
         with self._lock:
             self.received.append(received)
+            for index, (method, pattern, answer) in enumerate(self._interjections):
+                if method == received.method and pattern.fullmatch(received.path):
+                    del self._interjections[index]
+                    return answer
         for method, pattern, handler in self._routes:
             found = pattern.fullmatch(received.path)
             if found is not None and method == received.method:

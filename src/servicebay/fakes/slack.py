@@ -46,7 +46,6 @@ class FakeSlack(FakeServer):
         self.token = token
         self.channels = channels or {"general": "C0GENERAL", "marketing": "C0MARKETING"}
         self.messages: list[Posted] = []
-        self._limited: list[int] = []
         self._counter = itertools.count(1)
         self._state = threading.Lock()
         self.route("POST", r"/api/chat\.postMessage", self._post_message)
@@ -60,15 +59,11 @@ class FakeSlack(FakeServer):
         return f"Slack Web API fake: SLACK_BASE_URL={self.base_url} SLACK_BOT_TOKEN={self.token}"
 
     def rate_limit(self, retry_after: int = 30) -> None:
-        """Answer the next call with 429 and `Retry-After: retry_after`."""
-        with self._state:
-            self._limited.append(retry_after)
+        """Answer the next message with 429 and `Retry-After: retry_after`, as Slack does."""
+        answer = Answer(429, _error("ratelimited"), {"Retry-After": str(retry_after)})
+        self.interject("POST", r"/api/chat\.postMessage", answer)
 
     def _post_message(self, received: Received) -> Answer:
-        with self._state:
-            if self._limited:
-                wait = self._limited.pop(0)
-                return Answer(429, _error("ratelimited"), {"Retry-After": str(wait)})
         fields = _fields(received)
         bearer = received.headers.get("authorization", "")
         token = bearer.removeprefix("Bearer ") if bearer.startswith("Bearer ") else None

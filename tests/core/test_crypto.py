@@ -9,6 +9,7 @@ import sqlite3
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -341,9 +342,9 @@ def test_the_database_holds_neither_raw_keys_nor_secret_values(tmp_path: Path) -
                 ann = await identity.create_user(
                     session, email="ann@example.com", name="Ann", teams=["marketing"], admin=False
                 )
-                for days in (None, 30):
+                for lifetime in (None, timedelta(days=30)):
                     issued = await identity.create_key(
-                        session, ann, name="laptop", expires_in_days=days
+                        session, ann, name="laptop", lifetime=lifetime
                     )
                     raw_keys.append(issued.secret)
                 for number, value in enumerate(secret_values):

@@ -57,9 +57,11 @@ def test_keys_stop_working_when_revoked_expired_or_their_user_disabled(sqlite_ur
                 ann = await identity.create_user(
                     session, email="ann@example.com", name="Ann", teams=[], admin=False
                 )
-                revoked = await identity.create_key(session, ann, name="r", expires_in_days=None)
-                expired = await identity.create_key(session, ann, name="e", expires_in_days=1)
-                working = await identity.create_key(session, ann, name="w", expires_in_days=None)
+                revoked = await identity.create_key(session, ann, name="r", lifetime=None)
+                expired = await identity.create_key(
+                    session, ann, name="e", lifetime=timedelta(days=1)
+                )
+                working = await identity.create_key(session, ann, name="w", lifetime=None)
                 await identity.revoke_key(session, revoked.record)
                 expired.record.expires_at = utcnow() - timedelta(seconds=1)
             authenticator = Authenticator(sessions, ttl=0)
@@ -79,7 +81,7 @@ def test_keys_stop_working_when_revoked_expired_or_their_user_disabled(sqlite_ur
                 user = await identity.get_user(session, "ann@example.com")
                 await identity.update_user(session, user, disabled=True)
                 with pytest.raises(Conflict):
-                    await identity.create_key(session, user, name="new", expires_in_days=None)
+                    await identity.create_key(session, user, name="new", lifetime=None)
             with pytest.raises(NotAuthenticated, match="disabled"):
                 await authenticator.authenticate(working.secret)
         finally:
@@ -105,7 +107,7 @@ def test_a_key_is_looked_up_once_however_many_requests_find_it_uncached(
                 ann = await identity.create_user(
                     session, email="ann@example.com", name="Ann", teams=[], admin=False
                 )
-                key = await identity.create_key(session, ann, name="k", expires_in_days=None)
+                key = await identity.create_key(session, ann, name="k", lifetime=None)
             event.listen(engine.sync_engine, "before_cursor_execute", count)
             authenticator = Authenticator(sessions, ttl=60)
 
@@ -130,7 +132,7 @@ def test_forgetting_makes_the_next_request_see_a_revocation_at_once(sqlite_url: 
                 ann = await identity.create_user(
                     session, email="ann@example.com", name="Ann", teams=[], admin=False
                 )
-                key = await identity.create_key(session, ann, name="k", expires_in_days=None)
+                key = await identity.create_key(session, ann, name="k", lifetime=None)
             authenticator = Authenticator(sessions, ttl=60)
             assert (await authenticator.authenticate(key.secret)).email == "ann@example.com"
 

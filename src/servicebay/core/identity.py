@@ -123,18 +123,22 @@ class IssuedKey:
 
 
 async def create_key(
-    session: AsyncSession, user: User, *, name: str, expires_in_days: int | None
+    session: AsyncSession, user: User, *, name: str, lifetime: timedelta | None
 ) -> IssuedKey:
+    """A new key of `user`, valid for `lifetime` (for good if None); the secret is in the
+    answer and nowhere else."""
     if user.disabled:
         raise Conflict(f"{user.email} is disabled: enable the user before issuing keys")
     secret = new_api_key()
+    now = utcnow()
     record = ApiKey(
         id=new_id("key"),
         user_id=user.id,
         name=name,
         prefix=secret[:KEY_PREFIX_LENGTH],
         key_hash=hash_api_key(secret),
-        expires_at=utcnow() + timedelta(days=expires_in_days) if expires_in_days else None,
+        created_at=now,
+        expires_at=None if lifetime is None else now + lifetime,
     )
     session.add(record)
     await session.flush()

@@ -61,7 +61,7 @@ async def init_instance(
                 session, email=admin_email, name=admin_name, teams=[], admin=True
             )
             issued = await identity.create_key(
-                session, admin, name="bootstrap", expires_in_days=None
+                session, admin, name="bootstrap", lifetime=None
             )
             await audit.append(
                 session,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
@@ -61,6 +61,10 @@ class KeyIn(Strict):
     user: Email | None = Field(default=None, description="Whose key; defaults to the caller.")
     name: Label = "default"
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+    @property
+    def lifetime(self) -> timedelta | None:
+        return None if self.expires_in_days is None else timedelta(days=self.expires_in_days)
 
 
 class KeyOut(BaseModel):

@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Literal, get_args
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from servicebay.core.errors import Conflict, InvalidInput, NotFound
@@ -235,15 +235,15 @@ async def claim(session: AsyncSession, worker: str, limit: int) -> list[Run]:
             candidate = _Queued(run_id, deployment_id, due_at, created_at)
             if not await may_start(session, candidate, config.get("concurrency", "allow")):
                 continue
-            taken = await session.execute(
-                update(Run)
-                .where(Run.id == run_id, Run.status == "queued")
-                .values(status="running", started_at=utcnow(), worker=worker)
-                .execution_options(synchronize_session=False)
+            run = await _update_run(
+                session,
+                Run.id == run_id,
+                Run.status == "queued",
+                status="running",
+                started_at=utcnow(),
+                worker=worker,
             )
-            if _rowcount(taken) == 1:
-                run = await session.get(Run, run_id, populate_existing=True)
-                assert run is not None
+            if run is not None:
                 claimed.append(run)
                 if len(claimed) == limit:
                     return claimed
@@ -312,22 +312,37 @@ async def finish_run(session: AsyncSession, run_id: str, ending: Ending) -> Run 
     """Record the end of a running run; None if it was not running (already finished)."""
     if ending.status not in FINISHED:
         raise ValueError(f"{ending.status} is not a final status; use one of {sorted(FINISHED)}")
-    done = await session.execute(
-        update(Run)
-        .where(Run.id == run_id, Run.status == "running")
-        .values(
-            status=ending.status,
-            reason=ending.reason[:2000],
-            exit_code=ending.exit_code,
-            log_bytes=ending.log_bytes,
-            log_truncated=ending.log_truncated,
-            finished_at=utcnow(),
-        )
-        .execution_options(synchronize_session=False)
+    return await _update_run(
+        session,
+        Run.id == run_id,
+        Run.status == "running",
+        status=ending.status,
+        reason=ending.reason[:2000],
+        exit_code=ending.exit_code,
+        log_bytes=ending.log_bytes,
+        log_truncated=ending.log_truncated,
+        finished_at=utcnow(),
     )
-    if _rowcount(done) != 1:
-        return None
-    return await session.get(Run, run_id, populate_existing=True)
+
+
+async def is_failing(session: AsyncSession, run: Run) -> bool:
+    """Whether `run`'s deployment is in a failure streak (its `failing` flag), as read in
+    the caller's transaction."""
+    return bool(
+        await session.scalar(select(Deployment.failing).where(Deployment.id == run.deployment_id))
+    )
+
+
+async def _update_run(
+    session: AsyncSession, *where: ColumnElement[bool], **values: Any
+) -> Run | None:
+    """Change the run `where` selects, if it still matches, and read it back in the same
+    statement (RETURNING): the run as changed, or None if no run matched."""
+    changed = await session.scalars(
+        update(Run).where(*where).values(**values).returning(Run),
+        execution_options={"populate_existing": True, "synchronize_session": False},
+    )
+    return changed.one_or_none()
 
 
 async def request_cancel(session: AsyncSession, run: Run, actor: str) -> Run:
@@ -384,8 +399,7 @@ async def running_runs(session: AsyncSession) -> list[tuple[Run, Deployment]]:
 
 
 async def append_log(session: AsyncSession, run_id: str, text: str) -> None:
-    session.add(RunLogChunk(run_id=run_id, text=text))
-    await session.flush()
+    await session.execute(insert(RunLogChunk).values(run_id=run_id, text=text))
 
 
 @dataclass(frozen=True)

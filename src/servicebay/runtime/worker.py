@@ -353,12 +353,11 @@ class Worker:
             timeout = run_config(deployment.kind, version.config).timeout_seconds
         except ValueError:
             timeout = 0  # it cannot start: `_run` says why
+        lifetime = timedelta(seconds=timeout + KILL_GRACE_SECONDS + KEY_MARGIN_SECONDS)
         try:
-            issued = await create_key(session, owner, name=f"run:{run.id}", expires_in_days=None)
+            issued = await create_key(session, owner, name=f"run:{run.id}", lifetime=lifetime)
         except ServiceBayError as refused:
             return Prepared(run, deployment, version, owner, None, None, refused.message)
-        lifetime = timeout + KILL_GRACE_SECONDS + KEY_MARGIN_SECONDS
-        issued.record.expires_at = utcnow() + timedelta(seconds=lifetime)
         return Prepared(run, deployment, version, owner, issued.record.id, issued.secret)
 
     async def run_now(
@@ -599,7 +598,9 @@ class Worker:
         prepared: Prepared | None = None,
     ) -> Run | None:
         """Record the ending, in one transaction with the log's last lines and the
-        revocation of the run's key (which otherwise expires on its own)."""
+        revocation of the run's key (which otherwise expires on its own). The prepared
+        deployment's `failing` flag is read again there: the failure streak as of this
+        ending, for the alerts hook."""
         rest = await logs.close() if logs is not None else ""
         async with self.instance.sessions() as session, session.begin():
             if rest:
@@ -611,6 +612,8 @@ class Worker:
                     .values(revoked_at=utcnow())
                 )
             finished = await runs.finish_run(session, run_id, ending)
+            if finished is not None and prepared is not None:
+                prepared.deployment.failing = await runs.is_failing(session, finished)
         if logs is not None:
             logs.stored()
         if prepared is not None and prepared.secret is not None:

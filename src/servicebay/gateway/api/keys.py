@@ -28,7 +28,7 @@ async def create_key(request: Request, body: KeyIn, caller: Caller) -> KeyCreate
     async with transaction(request) as session:
         user = await identity.get_user(session, owner)
         issued = await identity.create_key(
-            session, user, name=body.name, expires_in_days=body.expires_in_days
+            session, user, name=body.name, lifetime=body.lifetime
         )
     audit_change(request).record(
         "key.create", f"user:{user.email}", key_id=issued.record.id, name=issued.record.name

@@ -48,5 +48,5 @@ def test_the_readme_documents_every_endpoint_and_setting(name: str) -> None:
             assert f"{method.upper()} /{name}{path}" in readme, (method, path)
     config = json.loads((folder(name) / "service.json").read_text())
     assert config["description"]
-    for secret in config["secrets"]:
-        assert f"`{secret}`" in readme
+    for variable in [*config.get("secrets", []), *config.get("env", {})]:
+        assert f"`{variable}`" in readme

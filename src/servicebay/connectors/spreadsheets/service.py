@@ -1,0 +1,303 @@
+"""Spreadsheets: the xlsx and csv files of one folder as tables, to list, read and append to.
+
+A csv file `sales.csv` is the table `sales`; each sheet `Q1` of a workbook `budget.xlsx`
+is the table `budget.Q1`. A table's first row is its header: the column names. Appends
+are serialised by a lock file per spreadsheet (across threads and processes) and written
+whole to a temporary file that is then renamed over the old one, so a reader never sees
+half a file and concurrent appends lose nothing.
+
+Settings: `SPREADSHEETS_DIR`, the folder (files directly in it; names starting with `.`
+are ignored).
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+
+from openpyxl import load_workbook
+
+from servicebay.sdk import HttpError, Service
+from servicebay.sdk.upstream import setting
+
+app = Service(
+    "spreadsheets",
+    description="The shared spreadsheets (xlsx and csv files in one folder) as tables: list "
+    "them, read rows, append a row.",
+)
+
+MAX_LIMIT = 10_000
+SCALARS = (str, int, float, bool)
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    path: Path
+    sheet: str | None
+    """The workbook's sheet; None for a csv file."""
+
+
+def folder() -> Path:
+    path = Path(setting("SPREADSHEETS_DIR"))
+    if not path.is_dir():
+        raise RuntimeError(f"SPREADSHEETS_DIR {str(path)!r} is not a folder")
+    return path
+
+
+def tables() -> dict[str, Table]:
+    """Every table in the folder, by name."""
+    found: dict[str, Table] = {}
+    for path in sorted(folder().iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            found[path.stem] = Table(path.stem, path, None)
+        elif suffix == ".xlsx":
+            workbook = load_workbook(path, read_only=True)
+            try:
+                for sheet in workbook.sheetnames:
+                    found[f"{path.stem}.{sheet}"] = Table(f"{path.stem}.{sheet}", path, sheet)
+            finally:
+                workbook.close()
+    return found
+
+
+@app.get("/list_tables")
+def list_tables() -> dict[str, Any]:
+    """Every table: csv files by their name without `.csv`, workbook sheets as
+    `workbook.sheet`, each with its file, sheet, columns (its first row) and row count."""
+    listed = []
+    for table in tables().values():
+        columns, rows = _read(table)
+        listed.append(
+            {
+                "name": table.name,
+                "file": table.path.name,
+                "sheet": table.sheet,
+                "columns": columns,
+                "rows": len(rows),
+            }
+        )
+    return {"tables": listed}
+
+
+@app.get("/read_rows")
+def read_rows(
+    table: str, where: str | None = None, limit: int = 100, offset: int = 0
+) -> dict[str, Any]:
+    """Rows of `table` as objects keyed by column, in the file's order.
+
+    `where` is a JSON object of column: value that a row must all equal (compared as text:
+    `{"region": "East", "units": 3}`); `limit` (1 to 10000) and `offset` page through the
+    matches: `total` counts them all, `next_offset` is where the next page starts, or null.
+    """
+    if not 1 <= limit <= MAX_LIMIT or offset < 0:
+        raise HttpError(400, f"`limit` is 1 to {MAX_LIMIT} and `offset` 0 or more")
+    found = _table(table)
+    columns, rows = _read(found)
+    wanted = _filters(where, columns)
+    matches = [row for row in rows if all(_text(row[name]) == value for name, value in wanted)]
+    page = matches[offset : offset + limit]
+    following = offset + limit if offset + limit < len(matches) else None
+    return {
+        "table": found.name,
+        "columns": columns,
+        "rows": page,
+        "total": len(matches),
+        "next_offset": following,
+    }
+
+
+@app.post("/append_row", status=201)
+def append_row(table: str, row: dict[str, Any]) -> dict[str, Any]:
+    """Append `row`, a JSON object of column: value, at the end of `table`.
+
+    Every key must be one of the table's columns (its header); columns left out stay empty.
+    Values are text, numbers, booleans or null. Answers the row as written and its number
+    (1 is the first row under the header).
+    """
+    found = _table(table)
+    with _locked(found.path):
+        columns, rows = _read(found)
+        values = _checked(row, columns)
+        if found.sheet is None:
+            _write(found.path, lambda target: _append_csv(found.path, target, columns, values))
+        else:
+            _write(found.path, lambda target: _append_xlsx(found, target, columns, values))
+    return {
+        "table": found.name,
+        "row_number": len(rows) + 1,
+        "row": dict(zip(columns, values, strict=True)),
+    }
+
+
+def _table(name: str) -> Table:
+    known = tables()
+    if name not in known:
+        listed = ", ".join(known) or "none"
+        raise HttpError(404, f"no table {name!r} in the spreadsheets folder; there are: {listed}")
+    return known[name]
+
+
+def _read(table: Table) -> tuple[list[str], list[dict[str, Any]]]:
+    """The table's columns (its first row) and its rows; empty rows are skipped."""
+    if table.sheet is None:
+        with table.path.open(encoding="utf-8-sig", newline="") as file:
+            lines: list[list[Any]] = list(csv.reader(file, _dialect(table.path)))
+    else:
+        workbook = load_workbook(table.path, read_only=True, data_only=True)
+        try:
+            lines = [list(line) for line in workbook[table.sheet].iter_rows(values_only=True)]
+        finally:
+            workbook.close()
+    lines = [line for line in lines if any(value not in (None, "") for value in line)]
+    if not lines:
+        return [], []
+    columns = [
+        str(value) if value not in (None, "") else f"column_{index}"
+        for index, value in enumerate(lines[0], start=1)
+    ]
+    width = len(columns)
+    rows = [dict(zip(columns, [*line, *[None] * width][:width], strict=True)) for line in lines[1:]]
+    return columns, rows
+
+
+def _filters(where: str | None, columns: list[str]) -> list[tuple[str, str]]:
+    if where is None:
+        return []
+    try:
+        wanted = json.loads(where)
+    except ValueError:
+        wanted = None
+    if not isinstance(wanted, dict) or not all(isinstance(v, SCALARS) for v in wanted.values()):
+        raise HttpError(
+            400, '`where` should be a JSON object of column: value, like {"region": "East"}'
+        )
+    unknown = [name for name in wanted if name not in columns]
+    if unknown:
+        raise HttpError(
+            400,
+            f"`where` names columns the table does not have: {', '.join(unknown)}; "
+            f"its columns are {', '.join(columns)}",
+        )
+    return [(name, _text(value)) for name, value in wanted.items()]
+
+
+def _checked(row: dict[str, Any], columns: list[str]) -> list[Any]:
+    """The row's values in column order, or a 400 listing every key and value that is wrong."""
+    errors = [
+        {
+            "loc": ["body", key],
+            "msg": f"is not a column; the columns are {', '.join(columns)}",
+            "type": "unknown",
+        }
+        for key in row
+        if key not in columns
+    ]
+    errors += [
+        {"loc": ["body", key], "msg": "should be text, a number, a boolean or null", "type": "type"}
+        for key, value in row.items()
+        if value is not None and not isinstance(value, SCALARS)
+    ]
+    if not columns:
+        errors.append({"loc": ["body"], "msg": "the table has no header row", "type": "header"})
+    elif all(row.get(name) in (None, "") for name in columns) and not errors:
+        errors.append({"loc": ["body"], "msg": "the row is empty", "type": "missing"})
+    if errors:
+        where = ", ".join(".".join(str(part) for part in error["loc"]) for error in errors)
+        raise HttpError(400, f"the row does not fit the table at: {where}", errors=errors)
+    return [row.get(name) for name in columns]
+
+
+def _text(value: Any) -> str:
+    """A cell's value as text, the same for a csv's "3" and a workbook's 3 (or 3.0)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    return str(value)
+
+
+def _dialect(path: Path) -> type[csv.Dialect]:
+    """The file's delimiter (`,`, `;` or tab, as spreadsheet programs write them)."""
+    with path.open(encoding="utf-8-sig", newline="") as file:
+        sample = file.read(8192)
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t")
+    except csv.Error:
+        return csv.excel
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One writer at a time per spreadsheet: a lock on a file beside it (the spreadsheet
+    itself is replaced by each write, so it cannot hold the lock)."""
+    with path.with_name(f".{path.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _write(path: Path, fill: Callable[[Path], None]) -> None:
+    """Replace `path` by what `fill` writes to a temporary file beside it, renamed over it."""
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        fill(temporary)
+        os.chmod(temporary, stat.S_IMODE(path.stat().st_mode))
+        with temporary.open("rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _append_csv(path: Path, target: Path, columns: list[str], values: list[Any]) -> None:
+    """The file's bytes as they are, then the row in the file's own dialect."""
+    content = path.read_bytes()
+    dialect = _dialect(path)
+    ending = "\r\n" if b"\r\n" in content else "\n"
+    line = io.StringIO()
+    csv.writer(line, dialect, lineterminator=ending).writerow(_text(value) for value in values)
+    if content and not content.endswith(b"\n"):
+        content += ending.encode()
+    target.write_bytes(content + line.getvalue().encode())
+
+
+def _append_xlsx(table: Table, target: Path, columns: list[str], values: list[Any]) -> None:
+    workbook = load_workbook(table.path)
+    sheet = workbook[str(table.sheet)]
+    last = max(
+        (cell.row for line in sheet.iter_rows() for cell in line if cell.value not in (None, "")),
+        default=0,
+    )
+    for index, value in enumerate(values, start=1):
+        cell = sheet.cell(row=last + 1, column=index, value=value)
+        if isinstance(value, str):
+            cell.data_type = "s"  # text stays text: "=HYPERLINK(...)" is not a formula
+    workbook.save(target)
+
+
+if __name__ == "__main__":
+    folder()  # a missing or wrong setting stops the start, with its name
+    app.run()

@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+WHEELS := $(VENV)/wheels
+WHEELS_STAMP := $(WHEELS)/.downloaded
+SERVER_WHEELS := flask fastapi uvicorn websockets
 
 .PHONY: install run test lint services clean
 
@@ -13,7 +16,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP)
+# Wheels for the hosted-server tests' apps: pip installs them offline (PIP_NO_INDEX).
+$(WHEELS_STAMP): $(STAMP)
+	$(BIN)/pip download --quiet -d $(WHEELS) $(SERVER_WHEELS)
+	@touch $(WHEELS_STAMP)
+
+install: $(STAMP) $(WHEELS_STAMP)
 
 run: install
 	$(BIN)/bay demo

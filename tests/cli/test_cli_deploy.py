@@ -209,20 +209,22 @@ def test_deploy_json_prints_the_finished_version_and_keeps_the_log_off_stdout(
     assert "Building" in result.stderr
 
 
-def test_servers_and_code_services_are_refused_before_uploading(
+def test_code_services_are_refused_before_uploading(
     bay: Bay, admin: httpx.Client, tmp_path: Path
 ) -> None:
-    server = make_folder(
+    service = make_folder(
         tmp_path,
         {
-            "server_deployment.json": '{"sub_domain": "flask_app", "start command": "flask run"}',
-            "README.md": "# App\n",
+            "service.json": '{"name": "crm_code", "kind": "code", "description": "CRM", '
+            '"start command": "python service.py"}',
+            "service.py": "print('serving')\n",
+            "README.md": "# CRM\n",
         },
     )
-    result = bay("deploy", str(server))
+    result = bay("deploy", str(service))
     assert_clean_failure(result)
-    assert "Server deployments arrive with hosted servers" in result.stderr
-    assert admin.get("/api/v1/deployments/flask_app").status_code == 404
+    assert "Code services arrive in a later release" in result.stderr
+    assert admin.get("/api/v1/deployments/crm_code").status_code == 404
 
 
 def test_an_sql_service_folder_is_registered_as_a_service(

@@ -33,6 +33,7 @@ BUILTIN_FILES = {
     "cron": ["README.md", "cron.json", "requirements.txt", "{name}.py"],
     "webhook": ["README.md", "requirements.txt", "webhook.json", "{name}.py"],
     "service": ["README.md", "service.json"],
+    "server": ["README.md", "app.py", "requirements.txt", "server_deployment.json"],
 }
 
 DIGEST_MANIFEST = {
@@ -192,7 +193,8 @@ def test_each_builtin_kind_renders_its_files_without_a_server(
         assert "{%" not in text, f"{path.name} was not rendered"
         assert name in text or path.name == "requirements.txt"
     if kind != "service":
-        compile((folder / f"{name}.py").read_text(), f"{name}.py", "exec")
+        program = "app.py" if kind == "server" else f"{name}.py"
+        compile((folder / program).read_text(), program, "exec")
 
 
 def test_the_cron_scaffold_follows_the_article(offline: Bay, tmp_path: Path) -> None:
@@ -434,8 +436,7 @@ def test_an_existing_empty_folder_is_filled(offline: Bay, tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("kind", "message"),
     [
-        ("server", "bay new server arrives with hosted servers"),
-        ("dashboard", "bay new dashboard arrives with hosted servers"),
+        ("dashboard", "bay new dashboard arrives in a later release"),
         ("crontab", "'crontab' is not a kind of deployment"),
     ],
 )
@@ -446,7 +447,7 @@ def test_kinds_without_a_template_say_so(
 
     assert_clean_failure(result)
     assert message in result.stderr
-    assert "bay new cron" in result.stderr or "cron, webhook, service" in result.stderr
+    assert "bay new server" in result.stderr or "cron, webhook, service, server" in result.stderr
     assert not (tmp_path / "thing").exists()
 
 
@@ -462,12 +463,13 @@ def test_list_without_a_key_shows_the_builtin_kinds(offline: Bay) -> None:
     listed_json = offline("new", "--list", "--json")
 
     assert listed.returncode == 0, listed.stderr
-    for kind in ("cron", "webhook", "service"):
+    for kind in ("cron", "webhook", "service", "server"):
         assert kind in listed.stdout
-    assert "server and dashboard arrive with hosted servers" in listed.stdout
+    assert "dashboard arrives in a later release" in listed.stdout
     assert "bay login" in listed.stdout
     assert [item["name"] for item in json.loads(listed_json.stdout)] == [
         "cron",
+        "server",
         "service",
         "webhook",
     ]

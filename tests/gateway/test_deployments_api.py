@@ -351,18 +351,19 @@ def test_the_articles_impossible_cron_line_names_the_field_and_a_fix(
     assert "'0 0 * * 0'" in error["fix"]
 
 
-def test_a_valid_server_folder_is_refused_until_hosted_servers_arrive(
+def test_a_code_service_folder_is_refused_until_code_services_arrive(
     admin: httpx.Client, tmp_path: Path
 ) -> None:
     folder = folder_of(
         tmp_path,
         {
-            "server_deployment.json": '{"sub_domain": "my_flask_server", '
-            '"start command": "flask run --port $PORT"}',
-            "README.md": "# App\n",
+            "service.json": '{"name": "crm_code", "kind": "code", "description": "CRM", '
+            '"start command": "python service.py"}',
+            "service.py": "print('serving')\n",
+            "README.md": "# CRM\n",
         },
     )
-    assert_problem(upload(admin, build_bundle(folder).data), 400, "arrive with hosted servers")
+    assert_problem(upload(admin, build_bundle(folder).data), 400, "arrive in a later release")
 
 
 def test_an_upload_over_the_body_limit_is_a_413(admin: httpx.Client) -> None:

@@ -188,17 +188,19 @@ def test_a_refused_upload_leaves_nothing_behind(home: Path) -> None:
     assert list((layout.root / "uploads").iterdir()) == []
 
 
-def test_servers_and_services_are_refused_saying_what_to_do_instead(home: Path) -> None:
+def test_services_are_refused_saying_what_to_do_instead(home: Path) -> None:
     layout = Layout(home)
-    server = write_folder(
-        home / "app",
+    code = write_folder(
+        home / "crm",
         {
-            "server_deployment.json": '{"sub_domain": "app", "start command": "flask run"}',
-            "README.md": "# App\n",
+            "service.json": '{"name": "crm", "kind": "code", "description": "CRM", '
+            '"start command": "python service.py"}',
+            "service.py": "print('serving')\n",
+            "README.md": "# CRM\n",
         },
     )
-    with pytest.raises(InvalidInput, match="server deployments arrive with hosted servers"):
-        deployments.receive_bundle(layout, build_bundle(server).data, None)
+    with pytest.raises(InvalidInput, match="code services arrive in a later release"):
+        deployments.receive_bundle(layout, build_bundle(code).data, None)
     sql = write_folder(
         home / "sales",
         {

@@ -1,4 +1,4 @@
-"""`bay deploy [DIR]` and `bay deployments list/show/rollback/delete`.
+"""`bay deploy [DIR]` and `bay deployments list/show/logs/rollback/delete`.
 
 `bay deploy` checks the folder here first, with the server's own rules
 (`runtime.config.check_folder`), so every problem is listed at once, with its file, line,
@@ -10,8 +10,9 @@ needs nothing but plain requests, survives proxies that buffer streamed answers,
 be resumed by anyone (`bay deployments show NAME --version N`).
 
 A `service.json` of kind `sql` or `http` has nothing to build: it is registered as
-`bay services register` does. Server deployments and code services arrive with hosted
-servers, and are refused here before anything is uploaded.
+`bay services register` does. Code services arrive later, and are refused here before
+anything is uploaded. After a server's deploy, `bay deploy` waits (up to a minute) for the
+new version to serve, and prints its URLs and state.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from servicebay.cli.output import (
     success,
     when,
 )
+from servicebay.cli.runs import print_log
 from servicebay.runtime.bundle import BundleError, build_bundle
 from servicebay.runtime.config import DEPLOYMENT_NAME, CronConfig, ServiceConfig, check_folder
 from servicebay.runtime.schedule import parse_cron
@@ -54,8 +56,10 @@ from servicebay.runtime.schedule import parse_cron
 POLL_SECONDS = 0.5
 UPLOAD_WRITE_TIMEOUT = 300.0
 NEXT_RUNS = 3
-LATER = "arrive with hosted servers, in a later release; this one deploys cron.json and " \
-    "webhook.json folders (and registers sql and http services)"  # fmt: skip
+LATER = "Code services arrive in a later release; this one deploys cron.json, webhook.json " \
+    "and server_deployment.json folders (and registers sql and http services)"  # fmt: skip
+SERVER_WAIT_SECONDS = 60.0
+"""How long `bay deploy` waits for a server's new version to serve before saying so."""
 
 deployments = typer.Typer(
     help="List, show, roll back and delete deployments.", no_args_is_help=True
@@ -75,6 +79,17 @@ VERSION_COLUMNS = (
     Column("by", "created_by"),
     Column("deployed", "created_at", when),
     Column("environment", lambda row: str(row.get("requirements_digest", ""))[:12]),
+)
+
+SERVER_COLUMNS = (
+    Column("app url", lambda row: row["server"]["url"]),
+    Column("state", lambda row: row["server"]["state"]),
+    Column("reason", lambda row: row["server"]["reason"]),
+    Column("serving", lambda row: row["server"]["version"]),
+    Column("port", lambda row: row["server"]["port"]),
+    Column("pid", lambda row: row["server"]["pid"]),
+    Column("restarts", lambda row: row["server"]["restarts"]),
+    Column("since", lambda row: row["server"]["since"], when),
 )
 
 Name = Annotated[str, typer.Argument(help="The deployment's name.", show_default=False)]
@@ -156,9 +171,8 @@ def deploy(
     if isinstance(config, ServiceConfig) and config.kind != "code":
         services.register(ctx, folder, as_json)
         return
-    if check.kind not in ("cron", "webhook"):
-        what = "Code services" if check.kind == "service" else "Server deployments"
-        fail(f"{what} {LATER}")
+    if check.kind == "service":
+        fail(LATER)
     try:
         bundle = build_bundle(folder)
     except BundleError as error:
@@ -230,6 +244,16 @@ def _what_next(api: Api, name: str, version: Row) -> None:
         for index in range(NEXT_RUNS):
             due = schedule.next_after(due)
             lines.append(("next runs" if index == 0 else "", _in_zones(due, config["timezone"])))
+    elif version["kind"] == "server":
+        shown = _serving(api, name, int(version["version"]))
+        server = shown.get("server") or {}
+        state = server.get("state") or "starting"
+        reason = f": {server['reason']}" if server.get("reason") else ""
+        lines.append(("url", f"{api.url}/apps/{name}/"))
+        if shown.get("domain_url"):
+            lines.append(("also at", str(shown["domain_url"])))
+        lines.append(("state", f"{state}{reason}"))
+        lines.append(("logs", f"bay deployments logs {name} --follow"))
     else:
         lines.append(("url", f"{api.url}/hooks/{name}"))
         domain_url = api.request("GET", api_path("deployments", name)).get("domain_url")
@@ -241,6 +265,18 @@ def _what_next(api: Api, name: str, version: Row) -> None:
     for label, value in lines:
         grid.add_row(Text(label), Text(value))
     console.print(grid)
+
+
+def _serving(api: Api, name: str, number: int) -> Row:
+    """The deployment once version `number` serves or crash-loops (or after a while)."""
+    deadline = time.monotonic() + SERVER_WAIT_SECONDS
+    while True:
+        shown: Row = api.request("GET", api_path("deployments", name))
+        server = shown.get("server") or {}
+        serving = server.get("state") == "running" and server.get("version") == number
+        if serving or server.get("state") == "crash_looping" or time.monotonic() > deadline:
+            return shown
+        time.sleep(POLL_SECONDS)
 
 
 def _in_zones(due: datetime, timezone: str) -> str:
@@ -288,12 +324,25 @@ def show_deployment(
         (
             *DEPLOYMENT_COLUMNS[:4],
             Column("url", lambda row: row.get("domain_url")),
+            *(SERVER_COLUMNS if shown.get("server") else ()),
             Column("created", "created_at", when),
             DEPLOYMENT_COLUMNS[4],
         ),
     )
     console.print()
     print_table(shown["versions"], VERSION_COLUMNS, empty="No versions.")
+
+
+@deployments.command("logs")
+def server_logs(
+    ctx: typer.Context,
+    name: Name,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing lines (Ctrl-C stops).")
+    ] = False,
+) -> None:
+    """Print a server's output, every process it started: `<UTC time>Z stdout|stderr <text>`."""
+    print_log(connect(ctx), api_path("deployments", name, "logs"), follow=follow)
 
 
 @deployments.command("rollback")

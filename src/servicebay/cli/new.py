@@ -1,6 +1,6 @@
 """`bay new`: scaffold a deployment folder from a template.
 
-Built-in templates (cron, webhook, service) render on this machine, without a server.
+Built-in templates (cron, webhook, server, service) render on this machine, without a server.
 An organisation template (`--template`) comes from the instance as a bundle; `bay new`
 asks for each of its parameters (or takes them from `--param`) and renders it with the
 deployment's name. Nothing is written until every file has rendered, and never into a
@@ -27,8 +27,8 @@ from servicebay.templates.catalog import Template, TemplateFile
 from servicebay.templates.manifest import Manifest, TemplateError
 
 KINDS = ("cron", "webhook", "service", "server", "dashboard")
-LATER = ("server", "dashboard")
-"""Kinds without a built-in template yet: they arrive with hosted servers."""
+LATER = ("dashboard",)
+"""Kinds without a built-in template yet."""
 
 TEMPLATE_COLUMNS = (
     Column("template", "name", style="cyan"),
@@ -61,7 +61,7 @@ def new(
     kind: Annotated[
         str | None,
         typer.Argument(
-            help="cron, webhook or service (server and dashboard come later).", show_default=False
+            help="cron, webhook, server or service (dashboard comes later).", show_default=False
         ),
     ] = None,
     name: Annotated[
@@ -167,12 +167,12 @@ def _check_kind(kind: str, name: str, template: str | None) -> None:
     if kind not in KINDS:
         raise TemplateError(
             f"{kind!r} is not a kind of deployment",
-            f"choose one of {', '.join(KINDS[:3])}; `bay new --list` shows every template",
+            f"choose one of {', '.join(KINDS[:4])}; `bay new --list` shows every template",
         )
     if kind in LATER and template is None:
         raise TemplateError(
-            f"bay new {kind} arrives with hosted servers, which this version does not have yet",
-            f"for now: bay new cron {name}, bay new webhook {name} or bay new service {name}",
+            f"bay new {kind} arrives in a later release",
+            f"for now: bay new server {name} serves a web app (a Flask dashboard works)",
         )
     if kind == "service" and name in RESERVED_NAMES:
         raise TemplateError(
@@ -298,7 +298,7 @@ def _list(ctx: typer.Context, as_json: bool) -> None:
         print_json(found)
         return
     print_table(found, TEMPLATE_COLUMNS, empty="No templates.")
-    console.print(Text(f"{' and '.join(LATER)} arrive with hosted servers.", style="dim"))
+    console.print(Text(f"{' and '.join(LATER)} arrives in a later release.", style="dim"))
     console.print(Text("Use: bay new KIND NAME [--template TEMPLATE]", style="dim"))
     if source is None:
         console.print(

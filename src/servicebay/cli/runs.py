@@ -209,15 +209,21 @@ def _conclude(run: Row, as_json: bool) -> None:
 
 def _follow(api: Api, run_id: str, *, echo: bool = True) -> None:
     """Print the run's log as it grows, until the run has ended and all of it is shown."""
+    print_log(api, api_path("runs", run_id, "logs"), follow=True, echo=echo)
+
+
+def print_log(api: Api, path: str, *, follow: bool, echo: bool = True) -> None:
+    """Print the log chunks at `path` (a run's or a server's): what is there now, or, to
+    follow, as it grows until the answer says `done` (a server's never does: Ctrl-C)."""
     after: int | None = None
     while True:
-        answer = api.request("GET", api_path("runs", run_id, "logs"), params={"after": after})
+        answer = api.request("GET", path, params={"after": after})
         for chunk in answer["chunks"]:
             if echo:
                 sys.stdout.write(chunk["text"])
             after = chunk["id"]
         sys.stdout.flush()
-        if answer["done"]:
+        if answer["done"] or (not follow and not answer["chunks"]):
             return
         if not answer["chunks"]:
             time.sleep(FOLLOW_SECONDS)
@@ -347,19 +353,7 @@ def logs(
     ] = False,
 ) -> None:
     """Print a run's log: `<UTC time>Z stdout|stderr <text>` lines."""
-    api = connect(ctx)
-    if follow:
-        _follow(api, run_id)
-        return
-    after: int | None = None
-    while True:  # every page of what is there now
-        answer = api.request("GET", api_path("runs", run_id, "logs"), params={"after": after})
-        for chunk in answer["chunks"]:
-            sys.stdout.write(chunk["text"])
-            after = chunk["id"]
-        if answer["done"] or not answer["chunks"]:
-            break
-    sys.stdout.flush()
+    print_log(connect(ctx), api_path("runs", run_id, "logs"), follow=follow)
 
 
 @runs.command("cancel")

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from servicebay.core.errors import ConfigurationError
 
@@ -66,6 +68,15 @@ class MasterKey:
 
     def encode(self) -> str:
         return base64.urlsafe_b64encode(self.material).decode()
+
+    def identity_key(self) -> str:
+        """The key that signs `X-Bay-Identity` (HKDF-SHA256 of the master key), as the text
+        servers get in `BAY_IDENTITY_KEY`: a server can verify identities with it but
+        learns nothing of the master key, which opens every secret."""
+        derived = HKDF(
+            algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=b"servicebay identity v1"
+        ).derive(self.material)
+        return base64.urlsafe_b64encode(derived).decode().rstrip("=")
 
 
 def generate_master_key() -> MasterKey:

@@ -176,6 +176,17 @@ class Deployment(Base):
     """In a failure streak: its owner was alerted once and hears again on recovery."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # A server's process, as its supervisor last recorded it (`runtime.supervisor`).
+    server_state: Mapped[str | None] = mapped_column(String(16))
+    """starting, running, restarting, crash_looping or stopped; null for other kinds."""
+    server_reason: Mapped[str | None] = mapped_column(String(2000))
+    """Why it is in that state, in words (a crash loop's last exit and log line)."""
+    server_version: Mapped[int | None]
+    server_address: Mapped[str | None] = mapped_column(String(128))
+    """`host:port` the gateway proxies to."""
+    server_pid: Mapped[int | None]
+    server_restarts: Mapped[int] = mapped_column(Integer, default=0)
+    server_since: Mapped[datetime | None]
 
 
 class DeploymentVersion(Base):
@@ -246,4 +257,19 @@ class RunLogChunk(Base):
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+
+
+class ServerLogChunk(Base):
+    """A server deployment's process output (every start, in order), appended in chunks
+    like a run's log so that any node can show and follow it."""
+
+    __tablename__ = "server_log_chunks"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), index=True
+    )
     text: Mapped[str] = mapped_column(Text)

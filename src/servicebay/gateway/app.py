@@ -1,8 +1,8 @@
 """The gateway application: `create_app(settings, role)` builds everything a node serves.
 
 Every node serves HTTP and sends alerts; its role says which background parts it runs
-besides (the run worker for `all` and `worker`), started with the app and stopped, in
-reverse order, before it closes.
+besides (the run worker and the servers' supervisor for `all` and `worker`), started with
+the app and stopped, in reverse order, before it closes.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from servicebay.core.models import Deployment, Run
 from servicebay.core.settings import Settings
 from servicebay.gateway import docs, health, problems
 from servicebay.gateway.api import router as api_router
+from servicebay.gateway.apps import AppCalls, Apps
 from servicebay.gateway.dispatch import ServiceCalls
 from servicebay.gateway.envelope import Envelope
 from servicebay.gateway.hooks import WebhookCalls, Webhooks
@@ -32,6 +33,7 @@ from servicebay.runtime.layout import Layout
 from servicebay.runtime.metrics import QueueWatch, RunMetrics
 from servicebay.runtime.node import Component, Node, Role
 from servicebay.runtime.scheduler import Scheduler
+from servicebay.runtime.supervisor import Supervisor
 from servicebay.runtime.worker import Worker
 from servicebay.services.registry import ServiceRegistry
 
@@ -86,6 +88,13 @@ def create_app(settings: Settings, role: Role = Role.all) -> Envelope:
             )
         app.state.webhooks = Webhooks(instance, app.state.worker, on_finished=run_finished)
         components.append(app.state.webhooks)
+        if role.runs(Role.worker):
+            app.state.supervisor = Supervisor(instance, on_crash_loop=alerter.server_crash_looping)
+            app.state.deployer.on_ready = app.state.supervisor.wake
+            components.append(app.state.supervisor)
+        routes = app.state.supervisor.routes if app.state.supervisor else None
+        app.state.apps = Apps(instance, routes)
+        components.append(app.state.apps)
         node = Node(components)
         await instance.audit.write(AuditRecord(action="gateway.start", outcome="allowed"))
         try:
@@ -114,6 +123,7 @@ def create_app(settings: Settings, role: Role = Role.all) -> Envelope:
     )
     app.state.metrics = metrics
     app.state.worker = None
+    app.state.supervisor = None
     app.state.rate_limiter = RateLimiter(
         per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst
     )
@@ -122,7 +132,11 @@ def create_app(settings: Settings, role: Role = Role.all) -> Envelope:
     app.include_router(health.router)
     app.include_router(api_router)
     return Envelope(
-        WebhookCalls(ServiceCalls(app, app.state), app.state, domain=settings.domain),
+        AppCalls(
+            WebhookCalls(ServiceCalls(app, app.state), app.state, domain=settings.domain),
+            app.state,
+            domain=settings.domain,
+        ),
         audit=lambda: get_instance_of(app).audit,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 from starlette.types import Scope
 
 from servicebay.core.access import Principal
@@ -55,8 +56,9 @@ def get_rate_limiter(request: Request) -> RateLimiter:
     return limiter
 
 
-def key_of(request: Request) -> str | None:
-    """The key a request carries, the three ways the security schemes above document."""
+def key_of(request: HTTPConnection) -> str | None:
+    """The key a request (or WebSocket) carries, the three ways the security schemes above
+    document."""
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and credentials:
         return credentials

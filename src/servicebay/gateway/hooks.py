@@ -387,15 +387,21 @@ def _target(scope: Scope, domain: str | None) -> tuple[str, str] | None:
     """(webhook name, the path the script sees) for a webhook call, None for anything else."""
     if scope["type"] != "http":
         return None
-    if domain:
-        host = _host(scope)
-        label, dot, rest = host.partition(".")
-        if dot and rest == domain and label:
-            return label, scope["path"] or "/"
+    label = subdomain_of(scope, domain)
+    if label is not None:
+        return label, scope["path"] or "/"
     match = HOOKS_PATH.match(scope["path"])
     if match is None:
         return None
     return match.group(1), match.group(2) or "/"
+
+
+def subdomain_of(scope: Scope, domain: str | None) -> str | None:
+    """`name` for a request to host `{name}.{domain}` (webhooks and apps), else None."""
+    if not domain:
+        return None
+    label, dot, rest = _host(scope).partition(".")
+    return label if dot and rest == domain and label else None
 
 
 def _host(scope: Scope) -> str:

@@ -9,6 +9,8 @@ cancelled run and a skipped run change nothing. The flag flips with a conditiona
 (`WHERE failing = <old value>`), so when two nodes finish runs of one deployment at once,
 exactly one of them wins the flip and alerts. A failed build is alerted every time: each
 is somebody's deploy, and the version stays inactive, so it is no part of the run streak.
+A server that crash-loops is alerted once per loop (the supervisor stops retrying, so
+there is one loop per version until another is deployed).
 
 An alert goes to every channel the instance has and the config's `notify` allows:
 
@@ -61,7 +63,7 @@ from servicebay.runtime.config import Notify
 
 log = logging.getLogger(__name__)
 
-Event = Literal["run.failing", "run.recovered", "build.failed"]
+Event = Literal["run.failing", "run.recovered", "build.failed", "server.crash_looping"]
 Channel = Literal["email", "slack", "webhook"]
 
 SLACK_ALLOW_ENTRY = "alerts"
@@ -229,6 +231,16 @@ class Alerter:
             f"alert-{deployment.name}-build-{version.version}",
         )
 
+    async def server_crash_looping(
+        self, deployment: Deployment, version: int, reason: str, log_tail: tuple[str, ...]
+    ) -> None:
+        """Alert that a server stopped being restarted (`runtime.supervisor`)."""
+        log.info("server %s is crash-looping: alerting", deployment.name)
+        self._spawn(
+            self._alert_server(deployment, version, reason, log_tail),
+            f"alert-{deployment.name}-crash-loop-{version}",
+        )
+
     async def _config(self, deployment_id: str, number: int) -> dict[str, Any]:
         """The run's version's config (its retries and `notify`), {} if it is gone."""
         async with self.instance.sessions() as session:
@@ -302,6 +314,29 @@ class Alerter:
                 deployment.name,
                 version.version,
             )
+            return
+        await self._send(alert, deployment.name)
+
+    async def _alert_server(
+        self, deployment: Deployment, version: int, reason: str, log_tail: tuple[str, ...]
+    ) -> None:
+        try:
+            config = await self._config(deployment.id, version)
+            async with self.instance.sessions() as session:
+                owner = await session.get(User, deployment.owner_id)
+            owner_email = owner.email if owner is not None else None
+            notify = _notify(config, deployment.name)
+            alert = _server_alert(
+                deployment,
+                version,
+                reason,
+                owner_email,
+                notify,
+                _tail_lines(list(log_tail)),
+                self.settings.base_url,
+            )
+        except Exception:
+            log.exception("could not compose the crash-loop alert of %s", deployment.name)
             return
         await self._send(alert, deployment.name)
 
@@ -599,6 +634,42 @@ def _build_alert(
                 "created_by": version.created_by,
                 "created_at": _iso(version.created_at),
             },
+            "log_tail": list(log_tail),
+        },
+    )
+
+
+def _server_alert(
+    deployment: Deployment,
+    version: int,
+    reason: str,
+    owner: str | None,
+    notify: Notify,
+    log_tail: tuple[str, ...],
+    base_url: str,
+) -> Alert:
+    details = [
+        ("Deployment", f"{deployment.name} ({deployment.kind})"),
+        ("Version", str(version)),
+        ("Reason", reason),
+    ]
+    if owner:
+        details.append(("Owner", owner))
+    return Alert(
+        event="server.crash_looping",
+        summary=f"{deployment.name} is crash-looping: version {version} keeps crashing",
+        details=tuple(details),
+        log_tail=log_tail,
+        link=f"{base_url}/api/v1/deployments/{deployment.name}",
+        footer="It is not restarted again until a new version is deployed or rolled back "
+        f"to; `bay deployments logs {deployment.name}` has its output.",
+        recipients=_recipients(owner, notify.email),
+        slack=notify.slack,
+        webhook=notify.webhook,
+        payload={
+            "deployment": _deployment_json(deployment, owner),
+            "version": {"version": version},
+            "reason": reason,
             "log_tail": list(log_tail),
         },
     )

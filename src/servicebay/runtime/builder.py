@@ -312,7 +312,7 @@ class Builder:
         spec = ProcessSpec(
             argv=argv,
             cwd=scratch,
-            env=self._variables(environment),
+            env=self.variables(environment),
             uid=self.uid,
             timeout_seconds=remaining,
             memory_mb=BUILD_MEMORY_MB,
@@ -331,8 +331,9 @@ class Builder:
         if not result.ok:
             raise BuildFailed(f"`{shown}` {result.describe()}")
 
-    def _variables(self, environment: Path) -> dict[str, str]:
-        """pip's settings and the network's, and nothing else of the platform's."""
+    def variables(self, environment: Path) -> dict[str, str]:
+        """pip's settings and the network's, and nothing else of the platform's: what a
+        build step sees (a server's build command too)."""
         passed = {
             name: value
             for name, value in self.environ.items()

@@ -43,6 +43,7 @@ from servicebay.core.models import (
     DeploymentVersion,
     Run,
     RunLogChunk,
+    ServerLogChunk,
     User,
     new_id,
     utcnow,
@@ -62,12 +63,13 @@ from servicebay.runtime.config import (
     check_folder,
 )
 from servicebay.runtime.layout import Layout
+from servicebay.runtime.supervisor import ServerError, build_version
 
 log = logging.getLogger(__name__)
 
 BUILDING, READY, FAILED = "building", "ready", "failed"
-DEPLOYABLE: tuple[DeploymentKind, ...] = ("cron", "webhook")
-"""Kinds this release builds and runs; servers and code services come with hosted servers."""
+DEPLOYABLE: tuple[DeploymentKind, ...] = ("cron", "webhook", "server")
+"""Kinds this release builds and runs; code services come later."""
 LOG_FLUSH_SECONDS = 0.5
 STALE_MARGIN = timedelta(minutes=5)
 OnBuildFailure = Callable[[Deployment, DeploymentVersion, str], Awaitable[None]]
@@ -189,11 +191,10 @@ def _refuse_later_kinds(config_file: str, config: DeploymentConfig) -> None:
             "nothing to build: register it with `bay services register FOLDER` "
             "(POST /api/v1/services; admins only)"
         )
-    elif isinstance(config, ServiceConfig | ServerConfig):
-        what = "code services" if isinstance(config, ServiceConfig) else "server deployments"
+    elif isinstance(config, ServiceConfig):
         message = (
-            f"{what} arrive with hosted servers, in a later release; this one deploys "
-            "cron.json and webhook.json folders"
+            "code services arrive in a later release; this one deploys cron.json, "
+            "webhook.json and server_deployment.json folders"
         )
     else:
         return
@@ -465,6 +466,9 @@ async def delete_deployment(session: AsyncSession, deployment: Deployment) -> Re
         await session.execute(delete(RunLogChunk).where(RunLogChunk.run_id.in_(run_ids)))
     await session.execute(delete(Run).where(Run.deployment_id == deployment.id))
     await session.execute(
+        delete(ServerLogChunk).where(ServerLogChunk.deployment_id == deployment.id)
+    )
+    await session.execute(
         delete(DeploymentVersion).where(DeploymentVersion.deployment_id == deployment.id)
     )
     await session.delete(deployment)
@@ -482,6 +486,7 @@ async def delete_deployment(session: AsyncSession, deployment: Deployment) -> Re
 def remove_files(layout: Layout, removal: Removal) -> None:
     """The deleted deployment's sources, run folders and unshared bundles (blocking)."""
     shutil.rmtree(layout.source(removal.name, 1).parent, ignore_errors=True)
+    shutil.rmtree(layout.server_dir(removal.name, 1).parent, ignore_errors=True)
     for run_id in removal.run_ids:
         shutil.rmtree(layout.run_dir(run_id), ignore_errors=True)
     for digest in removal.bundle_digests:
@@ -493,7 +498,9 @@ class Deployer:
 
     A node's component (`runtime.node.Component`): a stopped build kills its processes
     and marks its version failed. A build that fails by itself is also told to
-    `on_failure` (the alerter's `build_failed`), not one stopped with the node.
+    `on_failure` (the alerter's `build_failed`), not one stopped with the node. A server
+    version is also staged and its build command run (`supervisor.build_version`);
+    `on_ready` hears of each version that built (the supervisor's `wake`).
     """
 
     def __init__(
@@ -508,6 +515,7 @@ class Deployer:
         self.layout = layout
         self.builder = builder
         self.on_failure = on_failure
+        self.on_ready: Callable[[], None] | None = None
         self._builds: dict[asyncio.Task[None], str] = {}
 
     async def start(self) -> None:
@@ -544,9 +552,10 @@ class Deployer:
         flusher = asyncio.create_task(lines.flush_periodically())
         ok = interrupted = False
         try:
-            await self.builder.ensure(requirements, lines.add)
+            environment = await self.builder.ensure(requirements, lines.add)
+            await self._build_server(version_id, environment, lines.add)
             ok = True
-        except (BuildFailed, NoInterpreter) as error:
+        except (BuildFailed, NoInterpreter, ServerError) as error:
             await lines.add(f"build failed: {error}")
         except asyncio.CancelledError:
             interrupted = True
@@ -564,11 +573,26 @@ class Deployer:
             finished = await asyncio.shield(
                 finish_build(self.sessions, version_id, ok=ok, build_log=lines.text())
             )
+        if finished is not None and ok and self.on_ready is not None:
+            self.on_ready()
         if finished is not None and not ok and not interrupted and self.on_failure is not None:
             try:
                 await self.on_failure(*finished, lines.text())
             except Exception:
                 log.exception("telling of the failed build of version %s failed", version_id)
+
+    async def _build_server(
+        self, version_id: str, environment: Path, on_line: Callable[[str], Awaitable[None]]
+    ) -> None:
+        """For a server version: its own folder, and its build command run there."""
+        async with self.sessions() as session:
+            version = await session.get(DeploymentVersion, version_id)
+            deployment = (
+                None if version is None else await session.get(Deployment, version.deployment_id)
+            )
+        if version is None or deployment is None or deployment.kind != "server":
+            return
+        await build_version(self.layout, self.builder, deployment, version, environment, on_line)
 
 
 class _BuildLog:

@@ -3,7 +3,8 @@
 Bundles are stored by digest (the same folder deployed twice is kept once), sources by
 deployment and version, environments by the digest of their requirements (a redeploy
 with unchanged requirements reuses its environment), and each run gets a private
-working directory whose `output/` becomes the run's artifacts.
+working directory whose `output/` becomes the run's artifacts; a server's version
+is built once into a folder of its own that all its processes work in.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class Layout:
 
     def environment(self, requirements_digest: str) -> Path:
         return self.root / "environments" / requirements_digest
+
+    def server_dir(self, deployment: str, version: int) -> Path:
+        """A server version's own copy of its source, built once (its build command ran
+        there) and the working directory of every process of that version."""
+        return self.root / "servers" / deployment / f"v{version}"
 
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id

@@ -79,6 +79,36 @@ def _version_fields(version: DeploymentVersion) -> dict[str, Any]:
     }
 
 
+class ServerOut(BaseModel):
+    """A server deployment's process, as its supervisor last recorded it."""
+
+    state: str | None = Field(
+        description="starting, running, restarting, crash_looping or stopped; null before "
+        "the supervisor first saw it."
+    )
+    reason: str | None = Field(description="Why, in words: a crash loop's cause, a restart's.")
+    version: int | None = Field(description="The version serving.")
+    port: int | None
+    pid: int | None
+    restarts: int
+    since: datetime | None = Field(description="When the serving process became healthy.")
+    url: str = Field(description="Where it answers: `{BAY_URL}/apps/{name}/`.")
+
+    @classmethod
+    def of(cls, deployment: Deployment, base_url: str) -> ServerOut:
+        address = deployment.server_address
+        return cls(
+            state=deployment.server_state,
+            reason=deployment.server_reason,
+            version=deployment.server_version,
+            port=int(address.rsplit(":", 1)[1]) if address else None,
+            pid=deployment.server_pid,
+            restarts=deployment.server_restarts or 0,
+            since=deployment.server_since,
+            url=f"{base_url}/apps/{deployment.name}/",
+        )
+
+
 class DeploymentOut(BaseModel):
     name: str
     kind: str
@@ -86,14 +116,18 @@ class DeploymentOut(BaseModel):
     active_version: int | None = Field(description="null until a version has built.")
     failing: bool = Field(description="In a failure streak (its owner was alerted).")
     domain_url: str | None = Field(
-        description="`https://{name}.{BAY_DOMAIN}` for a webhook, when the instance has a domain."
+        description="`https://{name}.{BAY_DOMAIN}` for a webhook or a server, when the "
+        "instance has a domain."
     )
+    server: ServerOut | None = Field(description="A server deployment's process; else null.")
     created_at: datetime
     updated_at: datetime
 
     @classmethod
-    def of(cls, deployment: Deployment, owner: str, domain: str | None) -> DeploymentOut:
-        return cls(**_deployment_fields(deployment, owner, domain))
+    def of(
+        cls, deployment: Deployment, owner: str, domain: str | None, base_url: str
+    ) -> DeploymentOut:
+        return cls(**_deployment_fields(deployment, owner, domain, base_url))
 
 
 class DeploymentDetail(DeploymentOut):
@@ -105,16 +139,20 @@ class DeploymentDetail(DeploymentOut):
         deployment: Deployment,
         owner: str,
         domain: str | None,
+        base_url: str,
         versions: list[DeploymentVersion],
     ) -> DeploymentDetail:
         return cls(
-            **_deployment_fields(deployment, owner, domain),
+            **_deployment_fields(deployment, owner, domain, base_url),
             versions=[VersionOut.of(version, deployment) for version in versions],
         )
 
 
-def _deployment_fields(deployment: Deployment, owner: str, domain: str | None) -> dict[str, Any]:
-    served = domain is not None and deployment.kind == "webhook"
+def _deployment_fields(
+    deployment: Deployment, owner: str, domain: str | None, base_url: str
+) -> dict[str, Any]:
+    served = domain is not None and deployment.kind in ("webhook", "server")
+    server = ServerOut.of(deployment, base_url) if deployment.kind == "server" else None
     return {
         "name": deployment.name,
         "kind": deployment.kind,
@@ -122,6 +160,7 @@ def _deployment_fields(deployment: Deployment, owner: str, domain: str | None) -
         "active_version": deployment.active_version,
         "failing": deployment.failing,
         "domain_url": f"https://{deployment.name}.{domain}" if served else None,
+        "server": server,
         "created_at": deployment.created_at,
         "updated_at": deployment.updated_at,
     }

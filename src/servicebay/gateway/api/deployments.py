@@ -5,7 +5,8 @@ environment per distinct requirements, reused when it exists) goes on in the bac
 and `GET .../versions/{version}?log_offset=N` shows its status and the log from offset N,
 so a client can follow it by polling. Anyone may create a deployment and owns it; a new
 version, a rollback or a deletion needs its owner, an admin, or a grant `manage` on
-`deployment:{name}`. Deleting is refused while one of its runs is running.
+`deployment:{name}`. Deleting is refused while one of its runs is running. A server's
+output is read, and followed, at `GET .../logs?after=N`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Path, Query, Request, Response, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,11 +31,13 @@ from servicebay.gateway.api.deployment_schemas import (
     RollbackIn,
     VersionDetail,
 )
+from servicebay.gateway.api.run_schemas import LogChunkOut, LogOut
 from servicebay.gateway.auth import Caller, get_instance
 from servicebay.gateway.schemas import Page
 from servicebay.runtime import deployments
 from servicebay.runtime.builder import NoInterpreter
 from servicebay.runtime.deployments import Deployer, Upload, resource_of
+from servicebay.runtime.supervisor import read_log
 
 router = APIRouter(prefix=f"{API}/deployments", tags=["deployments"])
 DeploymentName = Annotated[str, Path(max_length=63, description="The deployment's name.")]
@@ -72,8 +75,10 @@ async def require_manage(
     )
 
 
-def _domain(request: Request) -> str | None:
-    return get_instance(request).settings.domain
+def _where(request: Request) -> tuple[str | None, str]:
+    """The instance's domain and base URL: where webhooks and servers answer."""
+    settings = get_instance(request).settings
+    return settings.domain, settings.base_url
 
 
 @router.post(
@@ -201,9 +206,9 @@ async def list_deployments(
         owners = await deployments.owner_emails(session, shown)
     more = len(shown) > limit
     shown = shown[:limit]
-    domain = _domain(request)
+    where = _where(request)
     return Page[DeploymentOut](
-        data=[DeploymentOut.of(d, owners[d.owner_id], domain) for d in shown],
+        data=[DeploymentOut.of(d, owners[d.owner_id], *where) for d in shown],
         next=encode_cursor(shown[-1].name) if more else None,
     )
 
@@ -221,7 +226,7 @@ async def show_deployment(
         history = await deployments.versions(session, deployment)
         owners = await deployments.owner_emails(session, [deployment])
     return DeploymentDetail.with_versions(
-        deployment, owners[deployment.owner_id], _domain(request), history
+        deployment, owners[deployment.owner_id], *_where(request), history
     )
 
 
@@ -246,6 +251,39 @@ async def show_version(
         return VersionDetail.of_log(found, deployment, log_offset)
 
 
+@router.get(
+    "/{name}/logs",
+    response_model=LogOut,
+    summary="Read a server's log",
+    responses={200: {"content": {"text/plain": {}}}},
+)
+async def server_logs(
+    request: Request,
+    name: DeploymentName,
+    caller: Caller,
+    after: Annotated[
+        int | None, Query(ge=0, description="The last chunk id seen: only later chunks.")
+    ] = None,
+) -> Response:
+    """A server deployment's output, every process it started, oldest first: poll with the
+    last chunk's id to follow it (`done` is always false: a server keeps writing). With
+    `Accept: text/plain`, the log kept so far as text."""
+    async with transaction(request) as session:
+        deployment = await deployments.get(session, name)
+        await require_manage(request, session, caller, deployment, "read the log of")
+        if deployment.kind != "server":
+            raise Conflict(
+                f"{name} is a {deployment.kind} deployment: its output is in its runs' logs "
+                f"(`bay runs list --deployment {name}`, `bay runs logs RUN`)"
+            )
+        plain = "text/plain" in request.headers.get("accept", "")
+        chunks = await read_log(session, deployment, after=after, limit=None if plain else 200)
+    if plain:
+        return PlainTextResponse("".join(chunk.text for chunk in chunks))
+    page = LogOut(chunks=[LogChunkOut(id=c.id, text=c.text) for c in chunks], done=False)
+    return JSONResponse(page.model_dump(mode="json"))
+
+
 @router.post("/{name}/rollback", response_model=DeploymentDetail, summary="Roll back")
 async def rollback(
     request: Request, name: DeploymentName, caller: Caller, body: RollbackIn | None = None
@@ -266,7 +304,7 @@ async def rollback(
         "deployment.rollback", resource_of(name), version=target.version, previous=previous
     )
     return DeploymentDetail.with_versions(
-        deployment, owners[deployment.owner_id], _domain(request), history
+        deployment, owners[deployment.owner_id], *_where(request), history
     )
 
 

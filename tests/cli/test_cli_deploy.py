@@ -296,3 +296,40 @@ def test_another_users_deployment_is_not_theirs_to_change(
     result = bay.as_(key)("deploy", str(folder))
     assert_clean_failure(result)
     assert f"manage on deployment:{folder.name}" in " ".join(result.stderr.split())
+
+
+def test_a_server_deploys_prints_its_urls_and_shows_its_state_and_logs(
+    bay: Bay, admin: httpx.Client, tmp_path: Path
+) -> None:
+    name = f"site_{secrets.token_hex(3)}"
+    folder = make_folder(
+        tmp_path,
+        {
+            "server_deployment.json": json.dumps(
+                {
+                    "sub_domain": name,
+                    "start command": "python -m http.server $PORT --bind 127.0.0.1",
+                    "auth": "public",
+                }
+            ),
+            "index.html": "<h1>hello from the site</h1>\n",
+            "README.md": "# Site\n",
+        },
+    )
+    deployed = bay("deploy", str(folder))
+    assert deployed.returncode == 0, deployed.stderr
+    assert f"Deployed {name} version 1 (server): it is active." in deployed.stdout
+    assert f"/apps/{name}/" in deployed.stdout
+    assert f"https://{name}.{DOMAIN}" in deployed.stdout
+    assert "running" in deployed.stdout
+    assert "hello from the site" in admin.get(f"/apps/{name}/").text
+
+    shown = bay("deployments", "show", name)
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"state\s+running", shown.stdout), shown.stdout
+    assert re.search(r"restarts\s+0", shown.stdout), shown.stdout
+
+    logs = bay("deployments", "logs", name)
+    assert logs.returncode == 0, logs.stderr
+    assert "[servicebay] starting version 1" in logs.stdout
+    assert "GET / HTTP/1.1" in logs.stdout  # http.server logs each request on stderr

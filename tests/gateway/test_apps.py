@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as websocket_connect
 
 from servicebay.sdk.identity import verify_identity
@@ -313,6 +315,13 @@ def test_bodies_stream_both_ways(apps: Server, flask_app: str, fastapi_app: str)
     assert parts.text == "part 0\npart 1\npart 2\n"
 
 
+def test_a_websocket_needs_a_key_like_any_call(apps: Server, flask_app: str) -> None:
+    url = apps.url.replace("http://", "ws://") + f"/apps/{flask_app}/ws"
+    with pytest.raises(InvalidStatus) as refused:
+        websocket_connect(url, open_timeout=10)
+    assert refused.value.response.status_code == 403
+
+
 def test_a_websocket_passes_through(apps: Server, fastapi_app: str) -> None:
     url = apps.url.replace("http://", "ws://") + f"/apps/{fastapi_app}/ws"
     with websocket_connect(url, open_timeout=10) as socket:
@@ -486,6 +495,26 @@ def test_a_server_that_crashes_at_start_stops_retrying_alerts_and_says_why(
     with apps.admin() as client:
         down = client.get(f"/apps/{name}/")
     assert_problem(down, 503, "crash_looping")
+
+
+def test_a_literal_port_that_is_taken_fails_the_deploy_suggesting_port(
+    admin: httpx.Client, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        name = f"fixed_{secrets.token_hex(3)}"
+        files = {
+            "server_deployment.json": json.dumps(
+                {"sub_domain": name, "start_command": "python -m http.server 8080", "port": port}
+            ),
+            "README.md": "# Fixed\n",
+        }
+        version = deploy(admin, folder_of(tmp_path, files))
+    assert version["status"] == "failed"
+    assert f"port {port}" in version["build_log"]
+    assert "$PORT" in version["build_log"]
 
 
 def test_server_logs_are_kept_and_readable(

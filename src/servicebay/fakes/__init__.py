@@ -15,6 +15,7 @@ from typing import Any
 __all__ = ["FAKES", "fake_class"]
 
 FAKES: dict[str, str] = {
+    "email": "servicebay.fakes.smtp:FakeSMTP",
     "github": "servicebay.fakes.github:FakeGitHub",
     "instagram": "servicebay.fakes.instagram:FakeInstagram",
     "salesforce": "servicebay.fakes.salesforce:FakeSalesforce",

@@ -31,7 +31,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from servicebay.sdk.service import HttpError
 
-__all__ = ["Reply", "Upstream", "setting"]
+__all__ = ["Reply", "Upstream", "problem", "setting"]
 
 DEFAULT_TIMEOUT = 30.0
 _REDACTED = "[redacted]"
@@ -50,6 +50,25 @@ def setting(name: str, default: str | None = None) -> str:
             "for it (`bay secrets allow`) and its settings as environment variables"
         )
     return value
+
+
+def problem(
+    vendor: str,
+    detail: str,
+    *,
+    secrets: Iterable[str] = (),
+    status: int = 502,
+    headers: dict[str, str] | None = None,
+) -> HttpError:
+    """The `HttpError` to raise about a vendor, `status` 502 unless told: "{vendor}
+    {detail}", with every one of `secrets` replaced by `[redacted]` (a vendor may echo
+    what it was sent)."""
+    text = f"{vendor} {detail}"
+    for secret in secrets:
+        if secret.strip():
+            text = text.replace(secret, _REDACTED)
+    title = "Bad Gateway" if status == 502 else None
+    return HttpError(status, text, title=title, headers=headers)
 
 
 @dataclass(frozen=True)
@@ -147,13 +166,8 @@ class Upstream:
     def error(
         self, detail: str, *, status: int = 502, headers: dict[str, str] | None = None
     ) -> HttpError:
-        """A problem about the vendor, `status` 502 unless told: "{vendor} {detail}", with
-        the secrets redacted (a vendor may echo what it was sent)."""
-        text = f"{self.vendor} {detail}"
-        for secret in self.secrets:
-            text = text.replace(secret, _REDACTED)
-        title = "Bad Gateway" if status == 502 else None
-        return HttpError(status, text, title=title, headers=headers)
+        """A problem about the vendor: `problem(vendor, detail, ...)` with its secrets."""
+        return problem(self.vendor, detail, secrets=self.secrets, status=status, headers=headers)
 
     def _timeout(self) -> HttpError:
         return self.error(f"did not answer within {self.timeout:g} s", status=504)

@@ -1,7 +1,6 @@
 """Calling a vendor's JSON API from a code service, with failures as clear problems.
 
-    slack = Upstream("Slack", "https://slack.com/api", headers={"Authorization": f"Bearer {token}"},
-                     secrets=[token])
+    slack = Upstream("Slack", "https://slack.com/api", bearer=token)
     reply = slack.request("POST", "/chat.postMessage", json={"channel": "C1", "text": "hi"})
     if reply.status != 200:
         raise slack.error(f"answered {reply.status}")
@@ -103,13 +102,18 @@ _OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 class Upstream:
-    """One vendor API at `base_url`, called with the same `headers` (its credential) each time."""
+    """One vendor API at `base_url`, called with the same `headers` each time.
+
+    `bearer` is the usual credential, sent as `Authorization: Bearer <token>` and kept out
+    of problems like the other `secrets`.
+    """
 
     def __init__(
         self,
         vendor: str,
         base_url: str,
         *,
+        bearer: str | None = None,
         headers: Mapping[str, str] | None = None,
         secrets: Iterable[str] = (),
         timeout: float = DEFAULT_TIMEOUT,
@@ -121,6 +125,9 @@ class Upstream:
         self.base_url = base_url.rstrip("/")
         self.headers = dict(headers or {})
         self.secrets = tuple(secret for secret in secrets if secret.strip())
+        if bearer is not None:
+            self.headers["Authorization"] = f"Bearer {bearer}"
+            self.secrets += (bearer,)
         self.timeout = timeout
 
     def request(

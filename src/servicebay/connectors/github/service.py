@@ -28,17 +28,15 @@ MAX_LIMIT = 5000
 
 @cache
 def github() -> Upstream:
-    token = setting("GITHUB_TOKEN")
     return Upstream(
         "GitHub",
         setting("GITHUB_BASE_URL", "https://api.github.com"),
+        bearer=setting("GITHUB_TOKEN"),
         headers={
-            "Authorization": f"Bearer {token}",
             "Accept": "application/vnd.github+json",
             "X-GitHub-Api-Version": "2022-11-28",
             "User-Agent": "servicebay-github-connector",
         },
-        secrets=[token],
     )
 
 

@@ -28,12 +28,10 @@ TOKEN_ERRORS = frozenset({102, 190, 2500})
 @cache
 def graph() -> tuple[Upstream, str]:
     """The Graph API with the account's token, and the account's user id."""
-    token = setting("INSTAGRAM_ACCESS_TOKEN")
     upstream = Upstream(
         "Instagram",
         setting("INSTAGRAM_BASE_URL", "https://graph.facebook.com/v19.0"),
-        headers={"Authorization": f"Bearer {token}"},
-        secrets=[token],
+        bearer=setting("INSTAGRAM_ACCESS_TOKEN"),
     )
     return upstream, setting("INSTAGRAM_USER_ID")
 

@@ -44,14 +44,12 @@ SOQL_ESCAPES = {
 
 @cache
 def salesforce() -> Upstream:
-    token = setting("SALESFORCE_API_KEY")
     instance = setting("SALESFORCE_INSTANCE_URL").rstrip("/")
     version = setting("SALESFORCE_API_VERSION", "v61.0")
     return Upstream(
         "Salesforce",
         f"{instance}/services/data/{version}",
-        headers={"Authorization": f"Bearer {token}"},
-        secrets=[token],
+        bearer=setting("SALESFORCE_API_KEY"),
     )
 
 

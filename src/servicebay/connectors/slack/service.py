@@ -30,12 +30,10 @@ CALLER_ERRORS = {
 
 @cache
 def slack() -> Upstream:
-    token = setting("SLACK_BOT_TOKEN")
     return Upstream(
         "Slack",
         setting("SLACK_BASE_URL", "https://slack.com/api"),
-        headers={"Authorization": f"Bearer {token}"},
-        secrets=[token],
+        bearer=setting("SLACK_BOT_TOKEN"),
     )
 
 

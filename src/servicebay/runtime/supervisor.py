@@ -453,7 +453,7 @@ class Supervisor:
                     version.requirements_digest,
                     ServerConfig.model_validate(version.config),
                 )
-                for deployment, version in rows.tuples()
+                for deployment, version in rows
             }
 
     async def record(self, deployment_id: str, **values: Any) -> None:

@@ -32,19 +32,24 @@ LISTENING = re.compile(r"listening on (http://\S+)")
 class Connector:
     """A connector process; `call` talks to it as the gateway would."""
 
-    def __init__(self, name: str, settings: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, settings: dict[str, str], *, sdk_only: Path | None = None
+    ) -> None:
+        """`sdk_only`: a staged SDK to run on alone, in an interpreter without site-packages
+        (`-S`), as a deployment with an empty requirements.txt would."""
         self.name = name
         self.log = Path(tempfile.mkstemp(prefix=f"connector-{name}-", suffix=".log")[1])
         environment = {
             "PATH": os.environ.get("PATH", ""),
-            "PYTHONPATH": str(SOURCE),
+            "PYTHONPATH": str(sdk_only or SOURCE),
             "PORT": "0",
             "BAY_IDENTITY_KEY": IDENTITY_KEY,
             **settings,
         }
+        flags = ["-S", "-B"] if sdk_only else []
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "service.py"],
+                [sys.executable, *flags, "service.py"],
                 cwd=folder(name),
                 env=environment,
                 stdout=log,

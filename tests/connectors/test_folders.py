@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import json
 from importlib import import_module
+from pathlib import Path
 
 import pytest
 
 from servicebay.connectors import CONNECTORS, folder
 from servicebay.runtime.config import ServiceConfig, check_folder
+from servicebay.runtime.sdk_stage import stage_sdk
 from servicebay.sdk import Service
+from tests.connectors.conftest import Connector
+
+STANDARD_LIBRARY_ONLY = {
+    "slack": {"SLACK_BOT_TOKEN": "xoxb-1"},
+    "salesforce": {"SALESFORCE_API_KEY": "00D!x", "SALESFORCE_INSTANCE_URL": "https://x.example"},
+    "github": {"GITHUB_TOKEN": "ghp_1"},
+    "instagram": {"INSTAGRAM_ACCESS_TOKEN": "EAAG1", "INSTAGRAM_USER_ID": "1"},
+    "email": {"SMTP_HOST": "127.0.0.1", "EMAIL_FROM": "a@corp.com"},
+}
+"""The connectors with nothing in requirements.txt, and settings they start with."""
 
 
 def test_the_six_connectors_are_shipped() -> None:
-    assert set(CONNECTORS) <= {
-        "slack",
-        "salesforce",
-        "github",
-        "instagram",
-        "email",
-        "spreadsheets",
-    }
-    assert CONNECTORS
+    assert set(CONNECTORS) == {*STANDARD_LIBRARY_ONLY, "spreadsheets"}
 
 
 @pytest.mark.parametrize("name", CONNECTORS)
@@ -50,3 +54,19 @@ def test_the_readme_documents_every_endpoint_and_setting(name: str) -> None:
     assert config["description"]
     for variable in [*config.get("secrets", []), *config.get("env", {})]:
         assert f"`{variable}`" in readme
+
+
+@pytest.mark.parametrize("name", sorted(STANDARD_LIBRARY_ONLY))
+def test_it_runs_on_the_staged_sdk_and_the_standard_library_alone(
+    name: str, tmp_path: Path
+) -> None:
+    """As deployed: its folder, the SDK the platform stages, nothing installed."""
+    requirements = (folder(name) / "requirements.txt").read_text().splitlines()
+    assert all(line.startswith("#") for line in requirements)
+    connector = Connector(name, STANDARD_LIBRARY_ONLY[name], sdk_only=stage_sdk(tmp_path))
+    try:
+        assert connector.client.get("/openapi.json").json()["info"]["title"] == name
+        assert connector.call("GET", "/nowhere").status_code == 404
+        assert connector.call("GET", "/nowhere", identity="").status_code == 401
+    finally:
+        connector.stop()

@@ -48,7 +48,7 @@ class Received:
 class Answer:
     status: int
     body: Any = None
-    """A JSON value, or None for an empty body."""
+    """A JSON value, bytes sent as they are (an HTML error page), or None for no body."""
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -162,14 +162,20 @@ def _handler_for(fake: FakeServer) -> type[BaseHTTPRequestHandler]:
                     f"{fake.name} fake failed on {self.command} {self.path}: {error}\n"
                 )
                 answer = Answer(500, {"message": f"the {fake.name} fake failed: {error}"})
-            body = b"" if answer.body is None else json.dumps(answer.body).encode()
-            self.send_response(answer.status)
+            if isinstance(answer.body, bytes):
+                body = answer.body
+            else:
+                body = b"" if answer.body is None else json.dumps(answer.body).encode()
             headers = {"Content-Type": "application/json; charset=utf-8", **answer.headers}
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(answer.status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting
+                self.close_connection = True
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = handle_one
 

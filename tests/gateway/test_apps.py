@@ -412,7 +412,8 @@ def test_the_server_environment_holds_no_platform_secret(
     for secret in (master_key, master_key.rstrip("="), apps.admin_key):
         assert secret not in dumped
     given = {"PATH", "LANG", "HOME", "TMPDIR", "PYTHONUNBUFFERED", "PYTHONPATH", "PORT"}
-    given |= {"BAY_URL", "BAY_APP_PREFIX", "BAY_IDENTITY_KEY", "APP_VERSION", "APP_NAME"}
+    given |= {"BAY_URL", "BAY_APP_PREFIX", "BAY_IDENTITY_KEY", "INTERNAL_API_KEY"}
+    given |= {"APP_VERSION", "APP_NAME"}
     added = {"PWD", "SHLVL", "_", "WERKZEUG_SERVER_FD"}  # by the shell and Flask themselves
     assert set(environment) - given - added == set()
 
@@ -460,6 +461,9 @@ def test_a_killed_server_is_started_again(
 ) -> None:
     before = admin.get(f"/api/v1/deployments/{flask_app}").json()["server"]
     pid = admin.get(f"/apps/{flask_app}/pid").json()["pid"]
+    old_key = admin.get(f"/apps/{flask_app}/env").json()["INTERNAL_API_KEY"]
+    with apps.client(old_key) as client:  # the server acts as its owner while it runs
+        assert client.get("/api/v1/me").json()["email"] == apps.admin_email
     os.kill(pid, signal.SIGKILL)
     after = wait_for_state(
         admin,
@@ -468,6 +472,11 @@ def test_a_killed_server_is_started_again(
     )
     assert after["server"]["pid"] != before["pid"]
     assert admin.get(f"/apps/{flask_app}/pid").json()["pid"] != pid
+    new_key = admin.get(f"/apps/{flask_app}/env").json()["INTERNAL_API_KEY"]
+    with apps.client(old_key) as client:  # the killed process's key went with it
+        assert_problem(client.get("/api/v1/me"), 401)
+    with apps.client(new_key) as client:
+        assert client.get("/api/v1/me").status_code == 200
     logs = admin.get(f"/api/v1/deployments/{flask_app}/logs", headers={"Accept": "text/plain"})
     assert "killed by SIGKILL" in logs.text or "exited with code" in logs.text
 

@@ -163,7 +163,7 @@ def test_a_server_runs_as_its_user_with_exactly_the_documented_environment(
         env = seen["env"]
         assert set(env) - {"PWD", "SHLVL", "_"} == {
             "PATH", "LANG", "HOME", "TMPDIR", "PYTHONUNBUFFERED", "PYTHONPATH", "PORT",
-            "BAY_URL", "BAY_APP_PREFIX", "BAY_IDENTITY_KEY", "REPORT_CHANNEL",
+            "BAY_URL", "BAY_APP_PREFIX", "BAY_IDENTITY_KEY", "INTERNAL_API_KEY", "REPORT_CHANNEL",
         }  # fmt: skip
         assert env["BAY_APP_PREFIX"] == "/apps/site"
         assert env["BAY_IDENTITY_KEY"] == instance.master_key.identity_key()
@@ -247,5 +247,57 @@ def test_the_identity_key_is_derived_not_the_master_key(home: Path) -> None:
                 key.encode(), user=OWNER, teams=["ops"], request_id="r1", service="site"
             )
             assert verify_identity(header, key.encode(), service="site").teams == ("ops",)
+
+    asyncio.run(scenario())
+
+
+SICKLY = """\
+import http.server, os
+
+
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(500 if os.path.exists("sick") else 200)
+        self.end_headers()
+        self.wfile.write(str(os.getpid()).encode())
+
+
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Health).serve_forever()
+"""
+
+
+def test_a_server_that_stops_answering_its_health_checks_is_restarted(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("servicebay.runtime.supervisor.HEALTH_INTERVAL_SECONDS", 0.1)
+
+    async def scenario() -> None:
+        async with opened(home) as instance:
+            await add_version(
+                instance, "sickly", 1, {"server.py": SICKLY}, start_command="python server.py"
+            )
+            supervisor = Supervisor(instance, poll_seconds=0.1)
+            await supervisor.start()
+            try:
+                address = await serving(supervisor.routes, "sickly", 1)
+                sick_one = supervisor.routes.get("sickly")
+                async with httpx.AsyncClient() as client:
+                    first = int((await client.get(f"http://{address}/")).text)
+                sick = Layout(home).server_dir("sickly", 1) / "sick"
+                sick.touch()
+                await until(lambda: not alive(first), "the sick process to be stopped")
+                await until(lambda: supervisor.routes.get("sickly") is not sick_one, "no route")
+                sick.unlink()
+                address = await serving(supervisor.routes, "sickly", 1)
+                async with httpx.AsyncClient() as client:
+                    assert int((await client.get(f"http://{address}/")).text) != first
+                async with instance.sessions() as session:
+                    row = await session.scalar(
+                        select(Deployment).where(Deployment.name == "sickly")
+                    )
+                assert row is not None
+                assert row.server_restarts >= 1
+            finally:
+                await supervisor.stop()
 
     asyncio.run(scenario())

@@ -11,12 +11,16 @@ every `POLL_SECONDS` and, for each, keeps one process serving (`_Keeper`):
 - **Start.** `/bin/sh -c <start_command>`, isolated exactly like a run's script
   (`runtime.process`: the deployment's uid, its own process group, limits, nothing of the
   platform's environment), with `PORT` (a free loopback port, or the config's `port`),
-  `BAY_URL`, `BAY_IDENTITY_KEY` (to verify `X-Bay-Identity`), `BAY_APP_PREFIX`,
-  `PYTHONPATH` (the staged SDK), the venv's `bin` first on `PATH`, and the config's `env`.
+  `INTERNAL_API_KEY` (a key of the owner named `server:{name}:v{version}`, revoked when
+  the process stops), `BAY_URL`, `BAY_IDENTITY_KEY` (to verify `X-Bay-Identity`),
+  `BAY_APP_PREFIX`, `PYTHONPATH` (the staged SDK), the venv's `bin` first on `PATH`, and
+  the config's `env`.
 - **Health.** `health_path` is polled until it answers below 500; only then is traffic
   switched to the process (`Routes`), so a redeploy never sends a request to a server
   that is not listening. The previous process is stopped once the requests it was
-  serving have finished (TERM, then KILL, to its whole process group).
+  serving have finished (TERM, then KILL, to its whole process group). While it serves,
+  the path is polled every `HEALTH_INTERVAL_SECONDS`; `HEALTH_FAILURE_LIMIT` failures in
+  a row restart it like a crash.
 - **Crashes.** A process that exits is started again after a backoff (doubling from
   `BACKOFF_SECONDS` up to `MAX_BACKOFF_SECONDS`). `CRASH_LIMIT` crashes within
   `CRASH_WINDOW_SECONDS`, or `START_FAILURE_LIMIT` starts in a row that never became
@@ -52,11 +56,15 @@ import httpx
 from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from servicebay.core.errors import ServiceBayError
+from servicebay.core.identity import create_key
 from servicebay.core.instance import Instance
 from servicebay.core.models import (
+    ApiKey,
     Deployment,
     DeploymentVersion,
     ServerLogChunk,
+    User,
     utcnow,
 )
 from servicebay.runtime.builder import Builder
@@ -87,6 +95,11 @@ HEALTH_POLL_SECONDS = 0.1
 HEALTH_TIMEOUT_SECONDS = 2.0
 START_SECONDS = 60.0
 """A process that has not answered its health check this long after it started failed."""
+HEALTH_INTERVAL_SECONDS = 10.0
+HEALTH_FAILURE_LIMIT = 3
+"""A serving process that fails this many health checks in a row is restarted."""
+KEY_PREFIX = "server:"
+"""Names the keys servers run with (`server:{name}:v{version}`)."""
 BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 30.0
 CRASH_LIMIT = 5
@@ -116,6 +129,7 @@ def server_environment(
     sdk_dir: Path,
     base_url: str,
     identity_key: str,
+    api_key: str,
 ) -> dict[str, str]:
     """What a server process sees, besides the base of `ProcessSpec.environment`."""
     return {
@@ -123,6 +137,7 @@ def server_environment(
         "PATH": f"{bin_dir}:{BASE_PATH}",
         "PYTHONPATH": str(sdk_dir),
         "PORT": str(port),
+        "INTERNAL_API_KEY": api_key,
         "BAY_URL": base_url,
         "BAY_APP_PREFIX": f"/apps/{name}",
         KEY_VARIABLE: identity_key,
@@ -350,6 +365,17 @@ async def read_log(
     return list(await session.scalars(query))
 
 
+async def _probe(client: httpx.AsyncClient, process: _Process, config: ServerConfig) -> str | None:
+    """One health check: None when the server answered below 500, else what went wrong."""
+    try:
+        answer = await client.get(f"http://{process.upstream.address}{config.health_path}")
+    except httpx.HTTPError as error:
+        return f"GET {config.health_path}: {type(error).__name__}"
+    if answer.status_code >= 500:
+        return f"GET {config.health_path} answered {answer.status_code}"
+    return None
+
+
 # --- supervising ----------------------------------------------------------------------------
 
 
@@ -373,6 +399,8 @@ class _Process:
     ended: asyncio.Task[ProcessResult]
     cancel: asyncio.Event
     upstream: Upstream
+    key_id: str
+    key: str
 
 
 class Supervisor:
@@ -401,7 +429,48 @@ class Supervisor:
         self._wake.set()
 
     async def start(self) -> None:
+        await self._revoke_leftover_keys()
         self._task = asyncio.create_task(self._poll_loop(), name="supervisor")
+
+    async def _revoke_leftover_keys(self) -> None:
+        """Keys of servers an earlier process of this node ran and could not stop (a
+        crash): their servers are gone, so are their keys."""
+        async with self.instance.sessions() as session, session.begin():
+            await session.execute(
+                update(ApiKey)
+                .where(ApiKey.name.startswith(KEY_PREFIX), ApiKey.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+        self.instance.authenticator.forget()
+
+    async def issue_key(self, target: Target) -> tuple[str, str]:
+        """A key of the owner for one process of `target` (id, secret)."""
+        async with self.instance.sessions() as session, session.begin():
+            owner = await session.get(User, target.deployment.owner_id)
+            if owner is None:
+                raise ServerError(f"the owner of {target.deployment.name} is gone")
+            try:
+                issued = await create_key(
+                    session,
+                    owner,
+                    name=f"{KEY_PREFIX}{target.deployment.name}:v{target.version}",
+                    lifetime=None,
+                )
+            except ServiceBayError as refused:
+                raise ServerError(f"no key can be issued for it: {refused.message}") from None
+            return issued.record.id, issued.secret
+
+    async def revoke_key(self, key_id: str, secret: str) -> None:
+        try:
+            async with self.instance.sessions() as session, session.begin():
+                await session.execute(
+                    update(ApiKey)
+                    .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+                    .values(revoked_at=utcnow())
+                )
+        except Exception:
+            log.exception("could not revoke server key %s", key_id)
+        self.instance.authenticator.forget(secret)
 
     async def stop(self) -> None:
         """Stop every server (TERM, then KILL); their rows say `stopped`."""
@@ -481,6 +550,7 @@ class _Keeper:
         self.current: _Process | None = None
         self.live: set[_Process] = set()
         """Every process started and not yet stopped (one being started included)."""
+        self.revoking: set[asyncio.Future[None]] = set()
         self.changed = asyncio.Event()
         self.restarts = 0
         self._task: asyncio.Task[None] | None = None
@@ -500,6 +570,7 @@ class _Keeper:
         for process in list(self.live):
             await self._stop(process, "the node is stopping")
         self.current = None
+        await asyncio.gather(*self.revoking)
         await self.supervisor.record(
             self.deployment_id, server_state="stopped", server_address=None, server_pid=None
         )
@@ -544,15 +615,32 @@ class _Keeper:
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     async def _watch(self, process: _Process) -> str | None:
-        """Wait for the process to end (why, in words) or for another version (None)."""
+        """Wait for the process to end or stop answering its health checks (why, in
+        words; it is stopped), or for another version to be wanted (None)."""
         changed = asyncio.ensure_future(self.changed.wait())
+        failures: list[str] = []
         try:
-            await asyncio.wait([process.ended, changed], return_when=asyncio.FIRST_COMPLETED)
+            async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_SECONDS) as client:
+                while len(failures) < HEALTH_FAILURE_LIMIT:
+                    await asyncio.wait(
+                        [process.ended, changed],
+                        timeout=HEALTH_INTERVAL_SECONDS,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    if process.ended.done():
+                        return f"version {process.version} {self._ending(process.ended)}"
+                    if changed.done():
+                        return None
+                    failure = await _probe(client, process, self.target.config)
+                    failures = [*failures, failure] if failure is not None else []
         finally:
             changed.cancel()
-        if not process.ended.done():
-            return None
-        return f"version {process.version} {self._ending(process.ended)}"
+        why = (
+            f"version {process.version} failed {HEALTH_FAILURE_LIMIT} health checks in a row "
+            f"(last: {failures[-1]})"
+        )
+        await self._stop(process, why)
+        return why
 
     async def _restarting(self, target: Target, reason: str, backoff: float) -> None:
         self.restarts += 1
@@ -659,6 +747,7 @@ class _Keeper:
         port = config.port or free_port()
         if config.port is not None and not port_is_free(port):
             raise ServerError(taken_port_problem(port))
+        key_id, key = await supervisor.issue_key(target)
         spec = ProcessSpec(
             ["/bin/sh", "-c", config.start_command],
             folder,
@@ -670,6 +759,7 @@ class _Keeper:
                 sdk_dir=layout.sdk,
                 base_url=supervisor.settings.base_url,
                 identity_key=supervisor.identity_key,
+                api_key=key,
             ),
             uid=deployment_uid(self.deployment_id),
             timeout_seconds=None,
@@ -687,6 +777,7 @@ class _Keeper:
         except ProcessError as error:
             os.close(stdout[0])
             os.close(stderr[0])
+            await supervisor.revoke_key(key_id, key)
             raise ServerError(str(error)) from None
         finally:
             os.close(stdout[1])
@@ -707,27 +798,29 @@ class _Keeper:
             name=f"server-{self.name}-{popen.pid}",
         )
         upstream = Upstream(self.name, target.version, f"{HOST}:{port}")
-        process = _Process(target.version, port, popen.pid, ended, cancel, upstream)
+        process = _Process(target.version, port, popen.pid, ended, cancel, upstream, key_id, key)
         self.live.add(process)
-        ended.add_done_callback(lambda _: self.live.discard(process))
+        ended.add_done_callback(lambda _: self._ended(process))
         return process
+
+    def _ended(self, process: _Process) -> None:
+        """A process is gone: so is its key."""
+        self.live.discard(process)
+        revoking = asyncio.ensure_future(self.supervisor.revoke_key(process.key_id, process.key))
+        self.revoking.add(revoking)
+        revoking.add_done_callback(self.revoking.discard)
 
     async def _healthy(self, process: _Process, config: ServerConfig) -> str | None:
         """Poll the health path until it answers below 500; why not, or None."""
-        url = f"http://{process.upstream.address}{config.health_path}"
         deadline = time.monotonic() + START_SECONDS
-        last = "no answer yet"
+        last: str | None = "no answer yet"
         async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_SECONDS) as client:
             while time.monotonic() < deadline:
                 if process.ended.done():
                     return f"version {process.version} {self._ending(process.ended)} at start"
-                try:
-                    answer = await client.get(url)
-                    if answer.status_code < 500:
-                        return None
-                    last = f"answered {answer.status_code}"
-                except httpx.HTTPError as error:
-                    last = type(error).__name__
+                last = await _probe(client, process, config)
+                if last is None:
+                    return None
                 await asyncio.sleep(HEALTH_POLL_SECONDS)
         hint = ""
         if "PORT" not in config.start_command and config.port is None:

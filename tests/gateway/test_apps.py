@@ -539,3 +539,22 @@ def test_server_logs_are_kept_and_readable(
         params={"after": page.json()["chunks"][-1]["id"]},
     )
     assert all(chunk["id"] > page.json()["chunks"][-1]["id"] for chunk in later.json()["chunks"])
+
+
+def test_a_deleted_server_stops_and_answers_404(
+    apps: Server, admin: httpx.Client, tmp_path: Path
+) -> None:
+    name = f"gone_{secrets.token_hex(3)}"
+    files = {
+        "server_deployment.json": json.dumps(
+            {"sub_domain": name, "start_command": "python -m http.server $PORT"}
+        ),
+        "README.md": "# Gone soon\n",
+    }
+    pid = deploy_server(admin, tmp_path, files)["server"]["pid"]
+    assert admin.delete(f"/api/v1/deployments/{name}").status_code == 204
+    deadline = time.monotonic() + WAIT_SECONDS
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{pid}").exists()
+    assert_problem(admin.get(f"/apps/{name}/"), 404, f"no app {name!r}")

@@ -64,6 +64,7 @@ def test_staging_copies_only_the_sdk_readable_by_anyone(tmp_path: Path) -> None:
         "servicebay/sdk/errors.py",
         "servicebay/sdk/identity.py",
         "servicebay/sdk/service.py",
+        "servicebay/sdk/upstream.py",
         "servicebay/webhook.py",
     ]
     for path in staged.rglob("*"):

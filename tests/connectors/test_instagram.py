@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from servicebay.fakes.base import Answer
 from servicebay.fakes.instagram import FakeInstagram
 from tests.connectors.conftest import (
     Connector,
@@ -149,3 +150,10 @@ def test_the_endpoints_are_documented_and_the_token_is_in_no_log_line(
         instagram, {("GET", "/get_follower_count"), ("GET", "/get_follower_count_by_date")}
     )
     assert TOKEN not in instagram.log_text()
+
+
+def test_an_insight_of_an_unknown_shape_is_a_502(instagram: Connector, fake: FakeInstagram) -> None:
+    fake.interject("GET", f"/v19.0/{USER}/insights", Answer(200, {"data": [{"values": [{}]}]}))
+    day = str(datetime.now(UTC).date() - timedelta(days=3))
+    answer = instagram.call("GET", "/get_follower_count_by_date", params={"date": day})
+    assert_problem(answer, 502, "Instagram answered a follower_count insight of an unknown shape")

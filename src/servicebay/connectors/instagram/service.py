@@ -33,7 +33,10 @@ def graph() -> tuple[Upstream, str]:
         setting("INSTAGRAM_BASE_URL", "https://graph.facebook.com/v19.0"),
         bearer=setting("INSTAGRAM_ACCESS_TOKEN"),
     )
-    return upstream, setting("INSTAGRAM_USER_ID")
+    user = setting("INSTAGRAM_USER_ID")
+    if not user.isdigit():
+        raise RuntimeError(f"INSTAGRAM_USER_ID {user!r} is not an Instagram user id (digits)")
+    return upstream, user
 
 
 @app.get("/get_follower_count")
@@ -68,18 +71,21 @@ def get_follower_count_by_date(date: str, until: str | None = None) -> dict[str,
         "until": (last + timedelta(days=1)).isoformat(),
     }
     answer = _answer(upstream, upstream.request("GET", f"/{user}/insights", query=query))
-    days = []
-    for insight in answer.get("data") or []:
-        for value in insight.get("values") or []:
-            # A day's value ends at the start of the next day (Pacific time).
-            ended = datetime.strptime(value["end_time"][:10], "%Y-%m-%d").date()
-            days.append(
-                {
-                    "date": (ended - timedelta(days=1)).isoformat(),
-                    "followers_count": value.get("value"),
-                }
-            )
+    try:
+        (insight,) = answer["data"]
+        values = [(value["end_time"][:10], value.get("value")) for value in insight["values"]]
+        # A day's value ends at the start of the next day.
+        days = [
+            {"date": str(_date_of(end) - timedelta(days=1)), "followers_count": count}
+            for end, count in values
+        ]
+    except (KeyError, TypeError, ValueError):
+        raise upstream.error("answered a follower_count insight of an unknown shape") from None
     return {"days": days}
+
+
+def _date_of(text: str) -> date:
+    return datetime.strptime(text, "%Y-%m-%d").date()
 
 
 def _day(name: str, text: str) -> date:

@@ -51,7 +51,8 @@ def post_message_to_channel(channel_name: str, message: str) -> dict[str, Any]:
         "POST", "/chat.postMessage", json={"channel": channel_name, "text": message}
     )
     if reply.status == 429:
-        wait = reply.headers.get("Retry-After", "30")
+        given = reply.headers.get("Retry-After", "")
+        wait = given if given.isdigit() else "30"
         raise upstream.error(
             f"is rate limiting this workspace's messages; retry after {wait} s",
             status=429,

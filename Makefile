@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WHEELS := $(VENV)/wheels
 WHEELS_STAMP := $(WHEELS)/.downloaded
-SERVER_WHEELS := flask fastapi uvicorn websockets
+SERVER_WHEELS := flask fastapi uvicorn websockets openpyxl
 
 .PHONY: install run test lint services clean
 
@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# Wheels for the hosted-server tests' apps: pip installs them offline (PIP_NO_INDEX).
-$(WHEELS_STAMP): $(STAMP)
+# Wheels for the hosted-server tests' apps and the spreadsheets connector (openpyxl):
+# pip installs them offline (PIP_NO_INDEX). Fetched again when this list changes.
+$(WHEELS_STAMP): $(STAMP) Makefile
 	$(BIN)/pip download --quiet -d $(WHEELS) $(SERVER_WHEELS)
 	@touch $(WHEELS_STAMP)
 

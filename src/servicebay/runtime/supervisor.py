@@ -338,10 +338,13 @@ class ServerLog:
             self._size -= size
         return last
 
-    async def close(self) -> None:
+    async def close(self, *, discard: bool = False) -> None:
+        """Stop flushing; store what is left, unless told to `discard` it."""
         self._ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._ticker
+        if discard:
+            self._parts.clear()
         await self.flush()
 
     async def _tick(self) -> None:
@@ -492,15 +495,16 @@ class Supervisor:
 
     async def _reconcile(self) -> None:
         targets = await self._targets()
-        for name in [name for name in self._keepers if name not in targets]:
-            await self._keepers.pop(name).stop()
+        for name, keeper in list(self._keepers.items()):
+            # Gone, or deleted and deployed afresh under its name (another deployment).
+            if name not in targets or targets[name].deployment.id != keeper.deployment_id:
+                await self._keepers.pop(name).stop(deleted=True)
         for name, target in targets.items():
-            keeper = self._keepers.get(name)
-            if keeper is None:
-                keeper = self._keepers[name] = _Keeper(self, target)
-                keeper.start()
+            if name in self._keepers:
+                self._keepers[name].want(target)
             else:
-                keeper.want(target)
+                self._keepers[name] = _Keeper(self, target)
+                self._keepers[name].start()
 
     async def _targets(self) -> dict[str, Target]:
         async with self.instance.sessions() as session:
@@ -563,14 +567,21 @@ class _Keeper:
             self.target = target
             self.changed.set()
 
-    async def stop(self) -> None:
+    async def stop(self, *, deleted: bool = False) -> None:
+        """Stop its processes; record `stopped` and the last lines, unless the deployment
+        was deleted (its row and log are gone)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        why = "the deployment was deleted" if deleted else "the node is stopping"
         for process in list(self.live):
-            await self._stop(process, "the node is stopping")
+            self.supervisor.routes.drop(self.name, process.upstream)
+            await self._stop(process, why)
         self.current = None
         await asyncio.gather(*self.revoking)
+        if deleted:
+            await self.logs.close(discard=True)
+            return
         await self.supervisor.record(
             self.deployment_id, server_state="stopped", server_address=None, server_pid=None
         )

@@ -90,6 +90,15 @@ def test_a_limit_stops_reading_pages_and_says_truncated(
     assert len(fake.requests_to("/repos/knicks/analytics/pulls")) == 2
 
 
+def test_a_pull_request_whose_author_was_deleted_has_no_author(
+    github: Connector, fake: FakeGitHub
+) -> None:
+    number = fake.add_pull_request("knicks/ghosts", "Left behind")
+    fake.pulls["knicks/ghosts"][number - 1]["user"] = None
+    answer = github.call("GET", "/open_pull_requests", params={"owner": "knicks", "repo": "ghosts"})
+    assert answer.json()["pull_requests"][0]["author"] is None
+
+
 def test_a_repository_without_open_pull_requests_has_none(github: Connector) -> None:
     answer = github.call("GET", "/open_pull_requests", params={"owner": "knicks", "repo": "quiet"})
     assert answer.json() == {

@@ -129,6 +129,28 @@ def test_a_second_customer_with_the_same_email_is_a_409(
     assert len(fake.contacts) == 1
 
 
+def test_moving_a_customer_to_anothers_email_is_a_409(
+    salesforce: Connector, fake: FakeSalesforce
+) -> None:
+    fake.add_contact(Email="julius@nyknicks.com", LastName="Randle")
+    fake.add_contact(Email="jalen@nyknicks.com", LastName="Brunson")
+    answer = salesforce.call(
+        "PATCH",
+        "/update_customer",
+        params={"email": "julius@nyknicks.com", "new_email": "JALEN@nyknicks.com"},
+    )
+    assert_problem(answer, 409, "JALEN@nyknicks.com")
+    assert [sent.method for sent in fake.received] == ["GET", "GET"]
+
+
+def test_a_query_answer_of_an_unknown_shape_is_a_502(
+    salesforce: Connector, fake: FakeSalesforce
+) -> None:
+    fake.interject("GET", r".*/query", Answer(200, {"totalSize": 1, "records": [{"Name": "x"}]}))
+    answer = salesforce.call("GET", "/get_customer", params={"email": "julius@nyknicks.com"})
+    assert_problem(answer, 502, "Salesforce answered the query without a list of records")
+
+
 def test_a_quote_in_an_email_stays_in_the_soql_literal(
     salesforce: Connector, fake: FakeSalesforce
 ) -> None:

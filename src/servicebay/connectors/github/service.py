@@ -73,14 +73,20 @@ def _pull(pull: dict[str, Any]) -> dict[str, Any]:
     return {
         "number": pull.get("number"),
         "title": pull.get("title"),
-        "author": (pull.get("user") or {}).get("login"),
+        "author": _inner(pull, "user", "login"),
         "draft": pull.get("draft", False),
         "created_at": pull.get("created_at"),
         "updated_at": pull.get("updated_at"),
         "url": pull.get("html_url"),
-        "head": (pull.get("head") or {}).get("ref"),
-        "base": (pull.get("base") or {}).get("ref"),
+        "head": _inner(pull, "head", "ref"),
+        "base": _inner(pull, "base", "ref"),
     }
+
+
+def _inner(pull: dict[str, Any], outer: str, name: str) -> Any:
+    """`pull[outer][name]`, or None when GitHub left it out (a deleted user is null)."""
+    value = pull.get(outer)
+    return value.get(name) if isinstance(value, dict) else None
 
 
 def _next(reply: Reply) -> str | None:

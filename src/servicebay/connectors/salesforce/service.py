@@ -136,7 +136,12 @@ def _matches(email: str) -> list[dict[str, Any]]:
     # S608: the columns are constants and the value an escaped literal
     soql = f"SELECT {columns} FROM Contact WHERE Email = {soql_literal(email)} LIMIT 2"  # noqa: S608
     answer = _ok(salesforce().request("GET", "/query", query={"q": soql}), 200, "query")
-    return list(answer.get("records") or [])
+    records = answer.get("records")
+    if not isinstance(records, list) or not all(
+        isinstance(record, dict) and isinstance(record.get("Id"), str) for record in records
+    ):
+        raise salesforce().error("answered the query without a list of records with ids")
+    return records
 
 
 def _find(email: str) -> dict[str, Any]:

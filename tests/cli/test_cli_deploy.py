@@ -333,3 +333,24 @@ def test_a_server_deploys_prints_its_urls_and_shows_its_state_and_logs(
     assert logs.returncode == 0, logs.stderr
     assert "[servicebay] starting version 1" in logs.stdout
     assert "GET / HTTP/1.1" in logs.stdout  # http.server logs each request on stderr
+
+
+def test_a_server_that_keeps_crashing_fails_the_deploy_and_says_why(
+    bay: Bay, tmp_path: Path
+) -> None:
+    name = f"crashy_{secrets.token_hex(3)}"
+    folder = make_folder(
+        tmp_path,
+        {
+            "server_deployment.json": json.dumps(
+                {"sub_domain": name, "start command": "python -c 'raise SystemExit(4)'"}
+            ),
+            "README.md": "# Crashes\n",
+        },
+    )
+    deployed = bay("deploy", str(folder))
+    assert_clean_failure(deployed, 1)
+    assert "crash_looping" in deployed.stdout
+    assert "exited with code 4" in deployed.stdout
+    assert "keeps crashing" in deployed.stderr
+    assert f"bay deployments logs {name}" in deployed.stderr

@@ -236,6 +236,7 @@ def follow(api: Api, name: str, number: int, out: Console) -> Row:
 def _what_next(api: Api, name: str, version: Row) -> None:
     """When a cron job runs next (in its zone and UTC), or where a webhook answers."""
     lines: list[tuple[str, str]] = []
+    state = None
     if version["kind"] == "cron":
         config = version["config"]
         schedule = parse_cron(config["cron_frequency"], config["timezone"])
@@ -265,6 +266,13 @@ def _what_next(api: Api, name: str, version: Row) -> None:
     for label, value in lines:
         grid.add_row(Text(label), Text(value))
     console.print(grid)
+    if version["kind"] == "server" and state == "crash_looping":
+        fail(
+            f"{name} version {version['version']} is active but does not serve: it keeps crashing",
+            f"`bay deployments logs {name}` has its output; fix it and deploy again, or "
+            f"`bay deployments rollback {name}`.",
+            code=EXIT_NO,
+        )
 
 
 def _serving(api: Api, name: str, number: int) -> Row:

@@ -267,7 +267,8 @@ class AppCalls:
         context = request_context(scope)
         caller = await self._admit(scope, app, context)
         if not path:  # `/apps/name`: relative links need the slash
-            location = f"{prefix}/" + (f"?{_query(scope)}" if _query(scope) else "")
+            query = scope.get("query_string", b"").decode("latin-1")  # the caller's own
+            location = f"{prefix}/" + (f"?{query}" if query else "")
             await RedirectResponse(location, status_code=307)(scope, receive, send)
             return
         apps: Apps = self.state.apps

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +100,12 @@ class Connector:
         self.log.unlink(missing_ok=True)
 
 
+RunConnector = Callable[[str, dict[str, str]], Connector]
+"""The `run_connector` fixture: start a connector by name with its settings."""
+
+
 @pytest.fixture(scope="module")
-def run_connector() -> Iterator[Any]:
+def run_connector() -> Iterator[RunConnector]:
     """Start connectors for a module; all are stopped when the module ends."""
     started: list[Connector] = []
 

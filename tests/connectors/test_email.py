@@ -10,6 +10,7 @@ import pytest
 from servicebay.fakes.smtp import FakeSMTP
 from tests.connectors.conftest import (
     Connector,
+    RunConnector,
     assert_documented,
     assert_identity_required,
     assert_problem,
@@ -41,7 +42,7 @@ def settings(fake: FakeSMTP, **changes: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def mailer(fake: FakeSMTP, run_connector: type[Connector]) -> Connector:
+def mailer(fake: FakeSMTP, run_connector: RunConnector) -> Connector:
     return run_connector("email", settings(fake))
 
 
@@ -119,7 +120,7 @@ def test_a_refused_recipient_is_named_and_the_others_still_get_it(
 
 
 def test_a_wrong_password_is_a_502_for_the_admin_that_never_shows_it(
-    fake: FakeSMTP, run_connector: type[Connector]
+    fake: FakeSMTP, run_connector: RunConnector
 ) -> None:
     wrong = run_connector("email", settings(fake, SMTP_PASSWORD="wrong-password-456"))
     answer = send(wrong, {"to": "ana@corp.com", "subject": "s", "text": "t"})
@@ -130,7 +131,7 @@ def test_a_wrong_password_is_a_502_for_the_admin_that_never_shows_it(
 
 
 def test_a_certificate_the_connector_does_not_trust_is_a_502(
-    fake: FakeSMTP, run_connector: type[Connector]
+    fake: FakeSMTP, run_connector: RunConnector
 ) -> None:
     untrusting = {name: value for name, value in settings(fake).items() if name != "SSL_CERT_FILE"}
     answer = send(
@@ -140,7 +141,7 @@ def test_a_certificate_the_connector_does_not_trust_is_a_502(
     assert fake.messages == []
 
 
-def test_an_unreachable_mail_server_is_a_502(run_connector: type[Connector]) -> None:
+def test_an_unreachable_mail_server_is_a_502(run_connector: RunConnector) -> None:
     closed = FakeSMTP().start()
     closed.stop()
     offline = run_connector(

@@ -10,6 +10,7 @@ from servicebay.fakes.base import Answer
 from servicebay.fakes.github import FakeGitHub
 from tests.connectors.conftest import (
     Connector,
+    RunConnector,
     assert_documented,
     assert_identity_required,
     assert_problem,
@@ -34,7 +35,7 @@ def fake() -> Iterator[FakeGitHub]:
 
 
 @pytest.fixture(scope="module")
-def github(fake: FakeGitHub, run_connector: type[Connector]) -> Connector:
+def github(fake: FakeGitHub, run_connector: RunConnector) -> Connector:
     return run_connector("github", {"GITHUB_TOKEN": TOKEN, "GITHUB_BASE_URL": fake.base_url})
 
 
@@ -146,7 +147,7 @@ def test_another_github_error_is_a_502_naming_it(github: Connector, fake: FakeGi
 
 
 def test_a_wrong_token_is_a_502_for_the_admin_that_never_shows_it(
-    fake: FakeGitHub, run_connector: type[Connector]
+    fake: FakeGitHub, run_connector: RunConnector
 ) -> None:
     wrong = run_connector("github", {"GITHUB_TOKEN": "ghp_wrong", "GITHUB_BASE_URL": fake.base_url})
     answer = wrong.call(

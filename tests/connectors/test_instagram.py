@@ -11,6 +11,7 @@ from servicebay.fakes.base import Answer
 from servicebay.fakes.instagram import FakeInstagram
 from tests.connectors.conftest import (
     Connector,
+    RunConnector,
     assert_documented,
     assert_identity_required,
     assert_problem,
@@ -39,7 +40,7 @@ def settings(fake: FakeInstagram, token: str = TOKEN, user: str = USER) -> dict[
 
 
 @pytest.fixture(scope="module")
-def instagram(fake: FakeInstagram, run_connector: type[Connector]) -> Connector:
+def instagram(fake: FakeInstagram, run_connector: RunConnector) -> Connector:
     return run_connector("instagram", settings(fake))
 
 
@@ -103,7 +104,7 @@ def test_bad_days_are_400s_before_instagram_is_called(
 
 
 def test_a_refused_token_is_a_502_naming_the_graph_error_never_the_token(
-    fake: FakeInstagram, run_connector: type[Connector]
+    fake: FakeInstagram, run_connector: RunConnector
 ) -> None:
     wrong = run_connector("instagram", settings(fake, token="EAAG-wrong-token"))
     answer = wrong.call("GET", "/get_follower_count")
@@ -114,7 +115,7 @@ def test_a_refused_token_is_a_502_naming_the_graph_error_never_the_token(
 
 
 def test_an_unknown_account_is_a_502_naming_the_graph_error(
-    fake: FakeInstagram, run_connector: type[Connector]
+    fake: FakeInstagram, run_connector: RunConnector
 ) -> None:
     elsewhere = run_connector("instagram", settings(fake, user="1234"))
     answer = elsewhere.call("GET", "/get_follower_count")
@@ -123,7 +124,7 @@ def test_an_unknown_account_is_a_502_naming_the_graph_error(
     )
 
 
-def test_an_unreachable_graph_api_is_a_502(run_connector: type[Connector]) -> None:
+def test_an_unreachable_graph_api_is_a_502(run_connector: RunConnector) -> None:
     closed = FakeInstagram().start()
     address = closed.base_url
     closed.stop()

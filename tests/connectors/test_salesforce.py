@@ -11,6 +11,7 @@ from servicebay.fakes.base import Answer
 from servicebay.fakes.salesforce import FakeSalesforce
 from tests.connectors.conftest import (
     Connector,
+    RunConnector,
     assert_documented,
     assert_identity_required,
     assert_problem,
@@ -32,7 +33,7 @@ def fake() -> Iterator[FakeSalesforce]:
 
 
 @pytest.fixture(scope="module")
-def salesforce(fake: FakeSalesforce, run_connector: type[Connector]) -> Connector:
+def salesforce(fake: FakeSalesforce, run_connector: RunConnector) -> Connector:
     return run_connector(
         "salesforce",
         {
@@ -205,7 +206,7 @@ def test_a_contact_deleted_meanwhile_is_a_404_from_salesforces_not_found(
 
 
 def test_an_expired_session_is_a_502_for_the_admin_that_never_shows_the_token(
-    fake: FakeSalesforce, run_connector: type[Connector]
+    fake: FakeSalesforce, run_connector: RunConnector
 ) -> None:
     expired = run_connector(
         "salesforce",

@@ -9,6 +9,7 @@ import pytest
 from servicebay.fakes.slack import FakeSlack
 from tests.connectors.conftest import (
     Connector,
+    RunConnector,
     assert_documented,
     assert_identity_required,
     assert_problem,
@@ -24,7 +25,7 @@ def fake() -> Iterator[FakeSlack]:
 
 
 @pytest.fixture(scope="module")
-def slack(fake: FakeSlack, run_connector: type[Connector]) -> Connector:
+def slack(fake: FakeSlack, run_connector: RunConnector) -> Connector:
     return run_connector("slack", {"SLACK_BOT_TOKEN": TOKEN, "SLACK_BASE_URL": fake.base_url})
 
 
@@ -78,7 +79,7 @@ def test_slacks_rate_limit_is_a_429_with_its_retry_after(slack: Connector, fake:
 
 
 def test_a_refused_token_is_a_502_for_the_admin_that_never_shows_the_token(
-    fake: FakeSlack, run_connector: type[Connector]
+    fake: FakeSlack, run_connector: RunConnector
 ) -> None:
     wrong = run_connector(
         "slack", {"SLACK_BOT_TOKEN": "xoxb-wrong", "SLACK_BASE_URL": fake.base_url}

@@ -12,6 +12,7 @@ from openpyxl import Workbook, load_workbook
 
 from tests.connectors.conftest import (
     Connector,
+    RunConnector,
     assert_documented,
     assert_identity_required,
     assert_problem,
@@ -42,7 +43,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def spreadsheets(folder: Path, run_connector: type[Connector]) -> Connector:
+def spreadsheets(folder: Path, run_connector: RunConnector) -> Connector:
     return run_connector("spreadsheets", {"SPREADSHEETS_DIR": str(folder)})
 
 

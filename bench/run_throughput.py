@@ -11,7 +11,8 @@ The baseline is a bare asyncio loop that starts the same script with the same in
 
 Prints runs per second for both (ServiceBay's from the first trigger to the last run's
 end, as recorded on the runs) and the ratio; the target is 100 runs per second or more.
-Nothing is asserted.
+Also ServiceBay's own CPU time per run (its process's user + system time), which other
+load on the machine changes little: what a run costs the platform. Nothing is asserted.
 
     .venv/bin/python bench/run_throughput.py --runs 500
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -136,16 +139,19 @@ def main() -> None:
             asyncio.run(trigger(base_url, admin_key, 1, 1))  # the warm interpreter starts
             ended_runs(admin, datetime.fromisoformat("2000-01-01T00:00:00+00:00"))
             since = datetime.now().astimezone()
+            cpu_before = cpu_seconds(server.pid)
             first = time.perf_counter()
             asyncio.run(trigger(base_url, admin_key, args.runs, args.in_flight))
             queued = time.perf_counter() - first
             all_in = datetime.now().astimezone()
+            cpu_all_in = cpu_seconds(server.pid)
             runs = ended_runs(admin, since)
+            cpu = Cpu(cpu_all_in - cpu_before, cpu_seconds(server.pid) - cpu_all_in)
 
         python = root / "home" / "runtime" / "environments" / digest / "bin" / "python"
         script = root / NAME / "job.py"
         baseline = asyncio.run(spawn_loop(str(python), script, args.runs, args.workers))
-        report(runs, queued, all_in, baseline, args)
+        report(runs, queued, all_in, baseline, cpu, args)
     finally:
         if server is not None:
             server.terminate()
@@ -153,8 +159,28 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Cpu:
+    """ServiceBay's CPU seconds while the triggers came in, and after (the worker alone)."""
+
+    triggering: float
+    draining: float
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used: ServiceBay's cost, whatever else
+    the machine is doing (the scripts run in other processes)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def report(
-    runs: list[dict[str, Any]], queued: float, all_in: datetime, baseline: float, args: Any
+    runs: list[dict[str, Any]],
+    queued: float,
+    all_in: datetime,
+    baseline: float,
+    cpu: Cpu,
+    args: Any,
 ) -> None:
     created = [datetime.fromisoformat(run["created_at"]) for run in runs]
     finished = [datetime.fromisoformat(run["finished_at"]) for run in runs]
@@ -162,6 +188,8 @@ def report(
     # Once every trigger is in, the worker drains the queue alone: its own rate.
     drained = [end for end in finished if end > all_in]
     drain = len(drained) / (max(finished) - all_in).total_seconds() if len(drained) > 20 else 0.0
+    cpu_per_run = (cpu.triggering + cpu.draining) / len(runs)
+    drain_cpu_per_run = cpu.draining / len(drained) if len(drained) > 20 else 0.0
     durations = [
         (datetime.fromisoformat(run["finished_at"]) - datetime.fromisoformat(run["started_at"]))
         .total_seconds() * 1000
@@ -180,6 +208,8 @@ def report(
         "triggers_per_second": round(len(runs) / queued, 1),
         "drain_runs_per_second": round(drain, 1),
         "run_p50_ms": round(statistics.median(durations), 1),
+        "servicebay_cpu_ms_per_run": round(cpu_per_run * 1000, 2),
+        "drain_cpu_ms_per_run": round(drain_cpu_per_run * 1000, 2),
         "baseline_runs_per_second": round(baseline, 1),
         "ratio": round(ours / baseline, 2),
         "meets_target": ours >= TARGET_RUNS_PER_SECOND and statuses == {"succeeded": len(runs)},
@@ -191,8 +221,11 @@ def report(
     print(f"  servicebay (API trigger -> queue -> run)   {ours:7.1f} runs/s   "
           f"(triggers taken at {result['triggers_per_second']}/s, "
           f"each run p50 {result['run_p50_ms']} ms start to end)")  # fmt: skip
+    print(f"    ServiceBay's CPU time per run (trigger, claim, run, ending): "
+          f"{cpu_per_run * 1000:.1f} ms")  # fmt: skip
     if drain:
-        print(f"    of which, once every trigger was in (the worker alone) {drain:7.1f} runs/s")
+        print(f"  once every trigger was in (the worker alone) {drain:7.1f} runs/s   "
+              f"(CPU time per run {drain_cpu_per_run * 1000:.1f} ms)")  # fmt: skip
     print(f"  bare loop, python per run                 {baseline:7.1f} runs/s")
     verdict = "meets" if result["meets_target"] else "MISSES"
     print(f"\nservicebay: {ours:.1f} runs/s {verdict} the target of {TARGET_RUNS_PER_SECOND:.0f}; "

@@ -205,8 +205,9 @@ class AuditWriter:
 
     def __init__(self, engine: AsyncEngine, *, batch_max: int) -> None:
         self._engine = engine
-        # The writer keeps one Core connection between batches: no pool checkout, no
-        # liveness ping, no ORM unit of work on the path every request waits on.
+        # On PostgreSQL the writer keeps one Core connection between batches: no pool
+        # checkout, no liveness ping, no ORM unit of work on the path every request waits
+        # on. On SQLite it gives it back after each batch, ending its writer turn (`db`).
         self._connection: AsyncConnection | None = None
         self._postgres = engine.dialect.name == "postgresql"
         self._head: ChainHead | None = None
@@ -296,7 +297,10 @@ class AuditWriter:
             await connection.invalidate()  # maybe broken: the next batch opens a new one
             await connection.close()
             raise
-        self._connection = connection
+        if self._postgres:
+            self._connection = connection
+        else:  # back to the pool: that ends its turn as this process's writer (`db.py`)
+            await connection.close()
         return head
 
     async def _append_postgres(

@@ -60,9 +60,7 @@ async def init_instance(
             admin = await identity.create_user(
                 session, email=admin_email, name=admin_name, teams=[], admin=True
             )
-            issued = await identity.create_key(
-                session, admin, name="bootstrap", lifetime=None
-            )
+            issued = await identity.create_key(session, admin, name="bootstrap", lifetime=None)
             await audit.append(
                 session,
                 [

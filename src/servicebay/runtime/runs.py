@@ -325,11 +325,16 @@ async def finish_run(session: AsyncSession, run_id: str, ending: Ending) -> Run 
     )
 
 
-async def is_failing(session: AsyncSession, run: Run) -> bool:
-    """Whether `run`'s deployment is in a failure streak (its `failing` flag), as read in
-    the caller's transaction."""
-    return bool(
-        await session.scalar(select(Deployment.failing).where(Deployment.id == run.deployment_id))
+async def failing_deployments(session: AsyncSession, ended: Collection[Run]) -> set[str]:
+    """Of the deployments of the `ended` runs, those in a failure streak (their `failing`
+    flag), as read in the caller's transaction."""
+    if not ended:
+        return set()
+    ids = {run.deployment_id for run in ended}
+    return set(
+        await session.scalars(
+            select(Deployment.id).where(Deployment.id.in_(ids), Deployment.failing.is_(True))
+        )
     )
 
 
@@ -399,7 +404,14 @@ async def running_runs(session: AsyncSession) -> list[tuple[Run, Deployment]]:
 
 
 async def append_log(session: AsyncSession, run_id: str, text: str) -> None:
-    await session.execute(insert(RunLogChunk).values(run_id=run_id, text=text))
+    await append_logs(session, [(run_id, text)])
+
+
+async def append_logs(session: AsyncSession, chunks: Collection[tuple[str, str]]) -> None:
+    """Store log chunks, (run id, text) each, in one statement."""
+    if chunks:
+        rows = [{"run_id": run_id, "text": text} for run_id, text in chunks]
+        await session.execute(insert(RunLogChunk), rows)
 
 
 @dataclass(frozen=True)

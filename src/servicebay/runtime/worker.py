@@ -47,7 +47,7 @@ import os
 import shutil
 import socket
 import stat
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,6 +56,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from servicebay.core.batching import Batcher
 from servicebay.core.errors import ServiceBayError
 from servicebay.core.identity import create_key
 from servicebay.core.instance import Instance
@@ -223,6 +224,17 @@ class Prepared:
 
 
 @dataclass(frozen=True)
+class _Ending:
+    """A run's ending on its way to the database (`Worker._record_endings`)."""
+
+    run_id: str
+    ending: Ending
+    rest: str
+    """The log's lines not stored yet."""
+    prepared: Prepared | None
+
+
+@dataclass(frozen=True)
 class Outcome:
     """A run that `Worker.run_now` ran: as recorded at its end, and the webhook answer file
     the script wrote (None if it wrote none; `answer_limit` + 1 bytes at most)."""
@@ -255,6 +267,7 @@ class Worker:
         self._preparing = asyncio.Lock()
         self.zygotes = Zygotes()
         """Warm interpreters: every run forks from its deployment's."""
+        self._endings = Batcher(self._record_endings, name="run-endings")
 
     def wake(self) -> None:
         """A run was queued or a cancel asked for on this node: look now, not at the poll."""
@@ -598,26 +611,34 @@ class Worker:
         prepared: Prepared | None = None,
     ) -> Run | None:
         """Record the ending, in one transaction with the log's last lines and the
-        revocation of the run's key (which otherwise expires on its own). The prepared
-        deployment's `failing` flag is read again there: the failure streak as of this
-        ending, for the alerts hook."""
+        revocation of the run's key (which otherwise expires on its own); endings that
+        come while one is being written share the next transaction (`_record_endings`)."""
         rest = await logs.close() if logs is not None else ""
-        async with self.instance.sessions() as session, session.begin():
-            if rest:
-                await runs.append_log(session, run_id, rest)
-            if prepared is not None and prepared.key_id is not None:
-                await session.execute(
-                    update(ApiKey)
-                    .where(ApiKey.id == prepared.key_id, ApiKey.revoked_at.is_(None))
-                    .values(revoked_at=utcnow())
-                )
-            finished = await runs.finish_run(session, run_id, ending)
-            if finished is not None and prepared is not None:
-                prepared.deployment.failing = await runs.is_failing(session, finished)
+        finished = await self._endings.submit(_Ending(run_id, ending, rest, prepared))
         if logs is not None:
             logs.stored()
         if prepared is not None and prepared.secret is not None:
             self.instance.authenticator.forget(prepared.secret)
+        return finished
+
+    async def _record_endings(self, endings: Sequence[_Ending]) -> list[Run | None]:
+        """One transaction for a batch of endings. The prepared deployments' `failing`
+        flags are read again in it: each streak as of its run's ending, for the alerts
+        hook."""
+        async with self.instance.sessions() as session, session.begin():
+            await runs.append_logs(session, [(one.run_id, one.rest) for one in endings if one.rest])
+            keys = [one.prepared.key_id for one in endings if one.prepared and one.prepared.key_id]
+            if keys:
+                await session.execute(
+                    update(ApiKey)
+                    .where(ApiKey.id.in_(keys), ApiKey.revoked_at.is_(None))
+                    .values(revoked_at=utcnow())
+                )
+            finished = [await runs.finish_run(session, one.run_id, one.ending) for one in endings]
+            failing = await runs.failing_deployments(session, [run for run in finished if run])
+        for one, run in zip(endings, finished, strict=True):
+            if run is not None and one.prepared is not None:
+                one.prepared.deployment.failing = run.deployment_id in failing
         return finished
 
     async def _tell(self, deployment: Deployment, run: Run) -> None:

@@ -27,9 +27,7 @@ async def create_key(request: Request, body: KeyIn, caller: Caller) -> KeyCreate
     _owned_or_admin(caller, owner, "create keys for other users")
     async with transaction(request) as session:
         user = await identity.get_user(session, owner)
-        issued = await identity.create_key(
-            session, user, name=body.name, lifetime=body.lifetime
-        )
+        issued = await identity.create_key(session, user, name=body.name, lifetime=body.lifetime)
     audit_change(request).record(
         "key.create", f"user:{user.email}", key_id=issued.record.id, name=issued.record.name
     )

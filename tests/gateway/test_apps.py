@@ -477,8 +477,16 @@ def test_a_killed_server_is_started_again(
         assert_problem(client.get("/api/v1/me"), 401)
     with apps.client(new_key) as client:
         assert client.get("/api/v1/me").status_code == 200
-    logs = admin.get(f"/api/v1/deployments/{flask_app}/logs", headers={"Accept": "text/plain"})
-    assert "killed by SIGKILL" in logs.text or "exited with code" in logs.text
+    deadline = time.monotonic() + WAIT_SECONDS  # the log is stored every half second
+    while time.monotonic() < deadline:
+        logs = admin.get(
+            f"/api/v1/deployments/{flask_app}/logs", headers={"Accept": "text/plain"}
+        ).text
+        if "killed by SIGKILL" in logs or "exited with code" in logs:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"the crash is not in the log:\n{logs}")
 
 
 def test_a_server_that_crashes_at_start_stops_retrying_alerts_and_says_why(

@@ -115,9 +115,9 @@ def test_every_user_sees_the_builtin_templates_then_the_organisations(
     found = listed(user)
 
     names = list(found)
-    assert names[:3] == ["cron", "service", "webhook"]
-    assert names[3:] == sorted(names[3:])
-    for kind in ("cron", "service", "webhook"):
+    assert names[:4] == ["cron", "server", "service", "webhook"]
+    assert names[4:] == sorted(names[4:])
+    for kind in ("cron", "server", "service", "webhook"):
         assert found[kind]["builtin"] is True
         assert found[kind]["kind"] == kind
         assert found[kind]["problem"] is None

@@ -24,7 +24,7 @@ from servicebay.core.settings import Settings
 from servicebay.runtime.builder import Builder
 from servicebay.runtime.config import ServerConfig
 from servicebay.runtime.layout import Layout
-from servicebay.runtime.supervisor import Routes, Supervisor, build_version
+from servicebay.runtime.supervisor import Routes, ServerLog, Supervisor, build_version, read_log
 from servicebay.runtime.worker import deployment_uid
 from servicebay.sdk.identity import sign_identity, verify_identity
 from tests.runtime.runs_support import ENVIRONMENT, ensure_environment, passable_home, until
@@ -299,5 +299,29 @@ def test_a_server_that_stops_answering_its_health_checks_is_restarted(
                 assert row.server_restarts >= 1
             finally:
                 await supervisor.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_servers_log_keeps_its_newest_lines_within_the_limit(home: Path) -> None:
+    async def scenario() -> None:
+        async with opened(home) as instance:
+            deployment_id = await add_version(
+                instance, "chatty", 1, {"built.txt": "\n"}, start_command="true"
+            )
+            logs = ServerLog(instance.sessions, deployment_id, limit_bytes=400)
+            for number in range(20):
+                await logs.note(f"line {number:02d}")
+                await logs.flush()
+            await logs.close()
+            async with instance.sessions() as session:
+                deployment = await session.get(Deployment, deployment_id)
+                assert deployment is not None
+                chunks = await read_log(session, deployment, after=None, limit=None)
+        text = "".join(chunk.text for chunk in chunks)
+        assert len(text) <= 400
+        assert "line 19" in text
+        assert "line 00" not in text
+        assert [chunk.id for chunk in chunks] == sorted(chunk.id for chunk in chunks)
 
     asyncio.run(scenario())

@@ -309,16 +309,17 @@ class ServerLog:
         async with self._lock:
             if not self._parts:
                 return
-            text = "".join(self._parts)
+            # Taken out first: lines added while the transaction commits wait for the next.
+            parts, self._parts = self._parts, []
+            text = "".join(parts)
             try:
                 async with self.sessions() as session, session.begin():
                     chunk = ServerLogChunk(deployment_id=self.deployment_id, text=text)
                     session.add(chunk)
                     await session.flush()
-                    self._written.append((chunk.id, len(text)))
-                    self._size += len(text)
-                    if self._size > self.limit_bytes:
-                        oldest = self._prune()
+                    written = (chunk.id, len(text))
+                    if self._size + len(text) > self.limit_bytes:
+                        oldest = self._prune(len(text))
                         await session.execute(
                             delete(ServerLogChunk).where(
                                 ServerLogChunk.deployment_id == self.deployment_id,
@@ -326,14 +327,17 @@ class ServerLog:
                             )
                         )
             except Exception:
+                self._parts[:0] = parts
                 log.exception("could not store log lines of server %s", self.deployment_id)
                 return
-            self._parts.clear()
+            self._written.append(written)
+            self._size += written[1]
 
-    def _prune(self) -> int:
-        """Forget the oldest chunks until the rest fits; the id of the last forgotten."""
+    def _prune(self, adding: int) -> int:
+        """Forget the oldest chunks until the rest and `adding` more bytes fit; the id of
+        the last one forgotten (0: none)."""
         last = 0
-        while self._written and self._size > self.limit_bytes:
+        while self._written and self._size + adding > self.limit_bytes:
             last, size = self._written.popleft()
             self._size -= size
         return last

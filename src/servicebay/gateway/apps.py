@@ -209,7 +209,7 @@ class AppCalls:
             return
         name, path, prefix = target
         if scope["type"] == "websocket":
-            await self._websocket(scope, receive, send, name, path, prefix)
+            await self._websocket(scope, receive, send, name, prefix)
             return
         scope["route_path"] = ROUTE
         try:
@@ -312,7 +312,7 @@ class AppCalls:
                 await response.aclose()
 
     async def _websocket(
-        self, scope: Scope, receive: Receive, send: Send, name: str, path: str, prefix: str
+        self, scope: Scope, receive: Receive, send: Send, name: str, prefix: str
     ) -> None:
         """A WebSocket passed through after the same checks as a call; audited here, since
         the envelope only sees HTTP."""

@@ -91,6 +91,14 @@ def seen():
     return jsonify(SEEN)
 
 
+@app.get("/cookies")
+def cookies():
+    answer = jsonify(set=True)
+    answer.set_cookie("bay_session", "planted")
+    answer.set_cookie("theme", "dark")
+    return answer
+
+
 @app.get("/pid")
 def pid():
     return {"pid": os.getpid()}
@@ -399,6 +407,12 @@ def test_the_callers_key_and_platform_cookies_never_reach_the_app(
         assert seen["cookies"] == {"theme": "dark"}
         assert seen["headers"]["X-Bay-User"] == email
         assert seen["headers"]["X-Bay-Identity"] != forged
+
+
+def test_an_app_cannot_set_the_platforms_cookies(admin: httpx.Client, flask_app: str) -> None:
+    answer = admin.get(f"/apps/{flask_app}/cookies")
+    assert answer.status_code == 200
+    assert dict(answer.cookies) == {"theme": "dark"}
 
 
 def test_the_server_environment_holds_no_platform_secret(

@@ -17,6 +17,7 @@ the supervisor keeps healthy (`runtime.supervisor`):
    style), `X-Bay-Request-Id`, and for a caller with a key `X-Bay-User`, `X-Bay-Teams` and
    `X-Bay-Identity`, signed (`sdk.identity`) with the instance's identity key, which the
    server holds as `BAY_IDENTITY_KEY`. Bodies stream both ways; WebSockets pass through.
+   The answer goes back as the server gave it, minus `Set-Cookie` of a `bay_*` cookie.
 4. **Failures.** No healthy process: 503 naming the server's state. The upstream refusing
    the connection or breaking off: 502; not answering within `UPSTREAM_READ_SECONDS`: 504.
 """
@@ -515,15 +516,19 @@ def _app_cookies(values: list[str]) -> str:
 
 
 def _answer_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The server's answer headers minus those of its connection."""
+    """The server's answer headers minus those of its connection, and minus any cookie
+    named like the platform's own (an app must not plant the console's session)."""
     named = {
         token.strip().lower()
         for key, value in raw
         if key.lower() == b"connection"
         for token in value.split(b",")
     }
+    prefix = PLATFORM_COOKIE_PREFIX.encode()
     return [
         (key.lower(), value)
         for key, value in raw
-        if key.decode("latin-1").lower() not in HOP_BY_HOP and key.lower() not in named
+        if key.decode("latin-1").lower() not in HOP_BY_HOP
+        and key.lower() not in named
+        and not (key.lower() == b"set-cookie" and value.strip().lower().startswith(prefix))
     ]

@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -323,5 +324,40 @@ def test_a_servers_log_keeps_its_newest_lines_within_the_limit(home: Path) -> No
         assert "line 19" in text
         assert "line 00" not in text
         assert [chunk.id for chunk in chunks] == sorted(chunk.id for chunk in chunks)
+
+    asyncio.run(scenario())
+
+
+def test_a_new_version_that_cannot_start_leaves_the_old_one_serving(home: Path) -> None:
+    async def scenario() -> None:
+        async with opened(home) as instance:
+            files = {"server.py": SERVER, "built.txt": "by hand\n"}
+            await add_version(
+                instance, "steady", 1, files,
+                start_command="python server.py", health_path="/seen.json",
+            )  # fmt: skip
+            told: list[str] = []
+
+            async def on_crash_loop(
+                deployment: Deployment, version: int, reason: str, tail: tuple[str, ...]
+            ) -> None:
+                told.append(reason)
+
+            supervisor = Supervisor(instance, poll_seconds=0.1, on_crash_loop=on_crash_loop)
+            await supervisor.start()
+            try:
+                first = await seen_by(await serving(supervisor.routes, "steady", 1))
+                await add_version(
+                    instance, "steady", 2, {"crash.py": "raise SystemExit(5)\n"},
+                    start_command="python crash.py",
+                )  # fmt: skip
+                supervisor.wake()
+                await until(lambda: bool(told), "the new version's crash loop", within=90)
+                assert "version 1 still serves" in told[0]
+                assert await seen_by(await serving(supervisor.routes, "steady", 1)) == first
+                os.kill(first["pid"], signal.SIGKILL)  # and now the old one dies too
+                await until(lambda: supervisor.routes.get("steady") is None, "the route gone")
+            finally:
+                await supervisor.stop()
 
     asyncio.run(scenario())

@@ -372,8 +372,9 @@ async def read_log(
     return list(await session.scalars(query))
 
 
-async def _probe(client: httpx.AsyncClient, process: _Process, config: ServerConfig) -> str | None:
+async def _probe(client: httpx.AsyncClient, process: _Process) -> str | None:
     """One health check: None when the server answered below 500, else what went wrong."""
+    config = process.config
     try:
         answer = await client.get(f"http://{process.upstream.address}{config.health_path}")
     except httpx.HTTPError as error:
@@ -401,6 +402,7 @@ class _Process:
     """One started server process."""
 
     version: int
+    config: ServerConfig
     port: int
     pid: int
     ended: asyncio.Task[ProcessResult]
@@ -646,7 +648,7 @@ class _Keeper:
                         return f"version {process.version} {self._ending(process.ended)}"
                     if changed.done():
                         return None
-                    failure = await _probe(client, process, self.target.config)
+                    failure = await _probe(client, process)
                     failures = [*failures, failure] if failure is not None else []
         finally:
             changed.cancel()
@@ -687,6 +689,14 @@ class _Keeper:
                 await self.supervisor.on_crash_loop(target.deployment, target.version, reason, tail)
             except Exception:
                 log.exception("the crash-loop alert of %s failed", self.name)
+        previous = self.current
+        if previous is not None and await self._watch(previous) is not None:
+            # The version that still served ended too: nothing serves until a new version.
+            self.supervisor.routes.drop(self.name, previous.upstream)
+            self.current = None
+            await self.supervisor.record(
+                self.deployment_id, server_address=None, server_pid=None, server_version=None
+            )
         await self.changed.wait()
 
     async def _tail(self) -> tuple[str, ...]:
@@ -721,7 +731,7 @@ class _Keeper:
         except ServerError as error:
             await self.logs.note(str(error))
             return str(error)
-        failure = await self._healthy(process, config)
+        failure = await self._healthy(process)
         if failure is not None:
             await self._stop(process, "it did not become healthy")
             return failure
@@ -813,7 +823,9 @@ class _Keeper:
             name=f"server-{self.name}-{popen.pid}",
         )
         upstream = Upstream(self.name, target.version, f"{HOST}:{port}")
-        process = _Process(target.version, port, popen.pid, ended, cancel, upstream, key_id, key)
+        process = _Process(
+            target.version, config, port, popen.pid, ended, cancel, upstream, key_id, key
+        )
         self.live.add(process)
         ended.add_done_callback(lambda _: self._ended(process))
         return process
@@ -825,15 +837,16 @@ class _Keeper:
         self.revoking.add(revoking)
         revoking.add_done_callback(self.revoking.discard)
 
-    async def _healthy(self, process: _Process, config: ServerConfig) -> str | None:
+    async def _healthy(self, process: _Process) -> str | None:
         """Poll the health path until it answers below 500; why not, or None."""
+        config = process.config
         deadline = time.monotonic() + START_SECONDS
         last: str | None = "no answer yet"
         async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_SECONDS) as client:
             while time.monotonic() < deadline:
                 if process.ended.done():
                     return f"version {process.version} {self._ending(process.ended)} at start"
-                last = await _probe(client, process, config)
+                last = await _probe(client, process)
                 if last is None:
                     return None
                 await asyncio.sleep(HEALTH_POLL_SECONDS)

@@ -22,7 +22,8 @@ every `POLL_SECONDS` and, for each, keeps one process serving (`_Keeper`):
   the path is polled every `HEALTH_INTERVAL_SECONDS`; `HEALTH_FAILURE_LIMIT` failures in
   a row restart it like a crash.
 - **Crashes.** A process that exits is started again after a backoff (doubling from
-  `BACKOFF_SECONDS` up to `MAX_BACKOFF_SECONDS`). `CRASH_LIMIT` crashes within
+  `BACKOFF_SECONDS` up to `MAX_BACKOFF_SECONDS`, from the start again after a crash
+  with no other in `CRASH_WINDOW_SECONDS`). `CRASH_LIMIT` crashes within
   `CRASH_WINDOW_SECONDS`, or `START_FAILURE_LIMIT` starts in a row that never became
   healthy, make a crash loop: the supervisor stops trying until another version is made
   active, records why (`bay deployments show`) and alerts the owner once.
@@ -269,10 +270,10 @@ class Routes:
     def switch(self, upstream: Upstream) -> None:
         self._table[upstream.name] = upstream
 
-    def drop(self, name: str, upstream: Upstream | None = None) -> None:
-        """Stop routing to `name` (only if it still routes to `upstream`, when given)."""
-        if upstream is None or self._table.get(name) is upstream:
-            self._table.pop(name, None)
+    def drop(self, name: str, upstream: Upstream) -> None:
+        """Stop routing to `name`, if it still routes to `upstream` (a newer one stays)."""
+        if self._table.get(name) is upstream:
+            del self._table[name]
 
 
 # --- logs -----------------------------------------------------------------------------------
@@ -609,10 +610,13 @@ class _Keeper:
                 crashes.append(time.monotonic())
                 while crashes and crashes[0] < time.monotonic() - CRASH_WINDOW_SECONDS:
                     crashes.popleft()
+                if len(crashes) == 1:  # the first crash in a while: back off from the start
+                    backoff = BACKOFF_SECONDS
                 if len(crashes) >= CRASH_LIMIT:
                     why = f"crashed {len(crashes)} times within {CRASH_WINDOW_SECONDS:g} s"
                     await self._crash_loop(target, f"{why}; last: {reason}")
                     crashes.clear()
+                    backoff = BACKOFF_SECONDS
                     continue
                 await self._restarting(target, reason, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
@@ -620,13 +624,13 @@ class _Keeper:
             failure = await self._bring_up(target)
             if failure is None:
                 failed_starts = 0
-                backoff = BACKOFF_SECONDS
                 continue
             failed_starts += 1
             if failed_starts >= START_FAILURE_LIMIT:
                 why = f"failed to start {failed_starts} times in a row"
                 await self._crash_loop(target, f"{why}; last: {failure}")
                 failed_starts = 0
+                backoff = BACKOFF_SECONDS
                 continue
             await self._restarting(target, failure, backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)

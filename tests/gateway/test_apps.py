@@ -27,7 +27,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as websocket_connect
 
 from servicebay.sdk.identity import verify_identity
-from tests.conftest import Server
+from tests.conftest import Server, bay
 from tests.gateway.gateway_support import assert_problem, find_event
 from tests.gateway.test_deployments_api import (
     ALERTS_PATH,
@@ -580,3 +580,21 @@ def test_a_deleted_server_stops_and_answers_404(
         time.sleep(0.1)
     assert not Path(f"/proc/{pid}").exists()
     assert_problem(admin.get(f"/apps/{name}/"), 404, f"no app {name!r}")
+
+
+def test_the_server_scaffold_deploys_and_greets_its_caller(
+    apps: Server, admin: httpx.Client, tmp_path: Path
+) -> None:
+    name = f"scaffold_{secrets.token_hex(3)}"
+    folder = tmp_path / name
+    made = bay("new", "server", name, "--dir", str(folder), env=apps.env)
+    assert made.returncode == 0, made.stderr
+    version = deploy(admin, folder)
+    assert version["status"] == "ready", version["build_log"]
+    wait_for_state(admin, name, serving(1))
+    email, key = apps.new_user(teams=["marketing"])
+    grant(admin, email, name)
+    with apps.client(key) as client:
+        greeted = client.get(f"/apps/{name}/")
+    assert greeted.status_code == 200, greeted.text
+    assert greeted.json() == {"hello": email, "teams": ["marketing"], "home": f"/apps/{name}/"}

@@ -330,12 +330,29 @@ def test_a_websocket_needs_a_key_like_any_call(apps: Server, flask_app: str) -> 
     assert refused.value.response.status_code == 403
 
 
-def test_a_websocket_passes_through(apps: Server, fastapi_app: str) -> None:
+def test_a_websocket_passes_through_and_is_audited(
+    apps: Server, admin: httpx.Client, fastapi_app: str
+) -> None:
     url = apps.url.replace("http://", "ws://") + f"/apps/{fastapi_app}/ws"
-    with websocket_connect(url, open_timeout=10) as socket:
+    request_id = f"websocket-{secrets.token_hex(6)}"
+    headers = {"X-Request-ID": request_id}
+    with websocket_connect(url, open_timeout=10, additional_headers=headers) as socket:
         for text in ("one", "two"):
             socket.send(text)
             assert socket.recv(timeout=10) == f"echo: {text}"
+    deadline = time.monotonic() + WAIT_SECONDS  # written when the socket closes
+    while time.monotonic() < deadline:
+        listed = admin.get("/api/v1/audit", params={"resource": f"app:{fastapi_app}"}).json()
+        found = [event for event in listed["data"] if event["request_id"] == request_id]
+        if found:
+            break
+        time.sleep(0.2)
+    assert found, listed
+    assert (found[0]["action"], found[0]["method"], found[0]["outcome"]) == (
+        "app.invoke",
+        "WEBSOCKET",
+        "allowed",
+    )
 
 
 # --- who may call, and what the app learns ----------------------------------------------------

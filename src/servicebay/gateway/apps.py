@@ -58,7 +58,7 @@ from servicebay.core.instance import Instance
 from servicebay.core.models import Deployment, DeploymentVersion
 from servicebay.gateway.auth import admit, key_of
 from servicebay.gateway.context import STATE_KEY, RequestContext, request_context
-from servicebay.gateway.envelope import outcome_of
+from servicebay.gateway.envelope import SANE_REQUEST_ID, outcome_of
 from servicebay.gateway.hooks import HOP_BY_HOP, OWN_HEADER_PREFIX, subdomain_of
 from servicebay.gateway.limits import RateLimiter
 from servicebay.gateway.problems import error_response
@@ -318,7 +318,8 @@ class AppCalls:
         """A WebSocket passed through after the same checks as a call; audited here, since
         the envelope only sees HTTP."""
         offered = dict(scope.get("headers", ())).get(b"x-request-id", b"").decode("latin-1")
-        context = RequestContext(request_id=offered[:64] or uuid.uuid4().hex)
+        sane = SANE_REQUEST_ID.match(offered)  # as the envelope takes one for HTTP
+        context = RequestContext(request_id=offered if sane else uuid.uuid4().hex)
         scope.setdefault("state", {})[STATE_KEY] = context
         status = 101
         try:

@@ -54,11 +54,11 @@ def test_calls_made_during_a_write_share_the_next_batch_and_get_their_own_result
     asyncio.run(scenario())
 
 
-def test_a_failing_item_fails_only_its_own_caller() -> None:
+def test_an_item_that_fails_in_a_way_it_alone_can_fails_only_its_own_caller() -> None:
     async def scenario() -> None:
         recorder = Recorder()
         recorder.release.clear()
-        batcher = Batcher(recorder.write, name="test")
+        batcher = Batcher(recorder.write, name="test", split_on=(ValueError,))
         first = asyncio.create_task(batcher.submit(1))
         await asyncio.sleep(0)
         batch = [asyncio.create_task(batcher.submit(number)) for number in (12, 13, 14)]
@@ -70,6 +70,25 @@ def test_a_failing_item_fails_only_its_own_caller() -> None:
             await batch[1]
         assert await batch[2] == 140
         assert recorder.batches == [[1], [12, 13, 14], [12], [13], [14]]
+
+    asyncio.run(scenario())
+
+
+def test_any_other_failure_fails_the_whole_batch_at_once() -> None:
+    async def scenario() -> None:
+        recorder = Recorder()
+        recorder.release.clear()
+        batcher = Batcher(recorder.write, name="test", split_on=(KeyError,))
+        first = asyncio.create_task(batcher.submit(1))
+        await asyncio.sleep(0)
+        batch = [asyncio.create_task(batcher.submit(number)) for number in (12, 13, 14)]
+        await asyncio.sleep(0)
+        recorder.release.set()
+        await first
+        for call in batch:
+            with pytest.raises(ValueError, match="13 cannot be written"):
+                await call
+        assert recorder.batches == [[1], [12, 13, 14]]
 
     asyncio.run(scenario())
 

@@ -4,14 +4,18 @@ turns (`WriterTurns`) instead of meeting in SQLite's busy handler."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from servicebay.core import db
 from servicebay.core.db import create_engine, session_factory
 
 
@@ -110,3 +114,81 @@ def test_many_concurrent_writers_all_commit(tmp_path: Path) -> None:
             assert sorted(await bodies(engine)) == expected
 
     asyncio.run(scenario())
+
+
+def test_a_connection_dropped_without_closing_gives_its_turn_back(tmp_path: Path) -> None:
+    async def leave_open(engine: AsyncEngine) -> None:
+        connection = await engine.connect()
+        await connection.execute(text("INSERT INTO notes (body) VALUES ('abandoned')"))
+
+    async def scenario() -> None:
+        async with notes_database(tmp_path) as engine:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # SQLAlchemy warns of the garbage collection
+                await leave_open(engine)
+                gc.collect()
+            async with engine.begin() as connection:
+                await connection.execute(text("INSERT INTO notes (body) VALUES ('next')"))
+            assert await bodies(engine) == ["next"]
+
+    asyncio.run(scenario())
+
+
+def test_a_writer_cancelled_while_it_waits_for_its_turn_is_cancelled(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with notes_database(tmp_path) as engine:
+            holder = await engine.connect()
+            await holder.execute(text("INSERT INTO notes (body) VALUES ('held')"))
+
+            async def waiter() -> None:
+                async with engine.begin() as connection:
+                    await connection.execute(text("INSERT INTO notes (body) VALUES ('never')"))
+
+            waiting = asyncio.create_task(waiter())
+            await settle()
+            await holder.rollback()
+            await holder.close()  # the turn passes to the waiter just as it is cancelled
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            async with engine.begin() as connection:
+                await connection.execute(text("INSERT INTO notes (body) VALUES ('after')"))
+            assert await bodies(engine) == ["after"]
+
+    asyncio.run(scenario())
+
+
+def test_a_writer_that_never_gets_its_turn_fails_saying_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "WRITE_WAIT_SECONDS", 0.2)
+
+    async def scenario() -> None:
+        async with notes_database(tmp_path) as engine:
+            holder = await engine.connect()
+            await holder.execute(text("INSERT INTO notes (body) VALUES ('held')"))
+            with pytest.raises(OperationalError, match="held the write turn for more than"):
+                async with engine.begin() as connection:
+                    await connection.execute(text("INSERT INTO notes (body) VALUES ('late')"))
+            await holder.commit()
+            await holder.close()
+            assert await bodies(engine) == ["held"]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("statement", "writes"),
+    [
+        ("INSERT INTO notes (body) VALUES (?)", True),
+        ("  /* a comment */ update notes SET body = ?", True),
+        ("-- a comment\nDELETE FROM notes", True),
+        ("REPLACE INTO notes (body) VALUES (?)", True),
+        ("WITH old AS (SELECT 1) INSERT INTO notes (body) SELECT 'x' FROM old", True),
+        ("WITH old AS (SELECT 1) SELECT * FROM old", False),
+        ("SELECT body FROM notes", False),
+        ("PRAGMA busy_timeout = 0", False),
+    ],
+)
+def test_which_statements_take_a_write_turn(statement: str, writes: bool) -> None:
+    assert db._writes(statement) is writes

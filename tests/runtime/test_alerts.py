@@ -469,6 +469,37 @@ def test_a_failure_streak_alerts_once_and_its_recovery_once(
     assert len(receiver.bodies(SLACK_PATH)) == 2
 
 
+def test_a_success_told_with_the_deployment_as_read_before_the_failure_still_recovers(
+    tmp_path: Path, smtp: Smtp, receiver: Receiver
+) -> None:
+    """Each run's Deployment is read when it is claimed: a success claimed before a
+    failure ended still carries `failing=False`, and must end the streak all the same."""
+
+    async def scenario() -> tuple[Run, bool]:
+        async with node(settings_for(tmp_path, smtp, receiver)) as (instance, alerter):
+            deployment = await deploy(instance)
+            as_claimed = [await read_deployment(instance, deployment.id) for _ in range(2)]
+            failed = await ended_run(instance, deployment, "failed")
+            succeeded = await ended_run(instance, deployment, "succeeded")
+            await alerter.run_finished(as_claimed[0], failed)
+            await alerter.run_finished(as_claimed[1], succeeded)
+            await alerter.drain()
+            return succeeded, await is_failing(instance, deployment)
+
+    succeeded, failing = asyncio.run(scenario())
+
+    assert failing is False
+    recovered = f"[ServiceBay] {NAME} recovered: run {succeeded.id} succeeded"
+    assert recovered in smtp.mailbox.subjects()
+
+
+async def read_deployment(instance: Instance, deployment_id: str) -> Deployment:
+    async with instance.sessions() as session:
+        found = await session.get(Deployment, deployment_id)
+    assert found is not None
+    return found
+
+
 def test_a_plain_success_alerts_nobody(tmp_path: Path, smtp: Smtp, receiver: Receiver) -> None:
     async def scenario() -> bool:
         async with node(settings_for(tmp_path, smtp, receiver)) as (instance, alerter):

@@ -24,8 +24,10 @@ class Batcher(Generic[Item, Result]):
     """`submit` returns the result `write` gave for the item, once its batch is written.
 
     `write` gets the items of a batch, in the order they came, and answers one result per
-    item. A batch that fails is written again one item at a time, so a bad item fails
-    only its own caller, with the error `write` raised for it.
+    item. A batch that fails with one of the `split_on` errors (those one bad item can
+    cause, such as an integrity error) is written again one item at a time, so that item
+    fails only its own caller; any other error fails every caller of the batch at once
+    (the database is gone or locked: trying each alone would only wait longer).
     """
 
     def __init__(
@@ -34,9 +36,11 @@ class Batcher(Generic[Item, Result]):
         *,
         name: str,
         max_batch: int = 64,
+        split_on: tuple[type[Exception], ...] = (),
     ) -> None:
         self._write = write
         self._name = name
+        self._split_on = split_on
         self._max_batch = max_batch
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -64,14 +68,17 @@ class Batcher(Generic[Item, Result]):
     async def _settle(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:
             results = await self._write([item for item, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"{self._name}: {len(results)} results for {len(batch)} items")
         except Exception as error:
-            if len(batch) > 1:
+            if len(batch) > 1 and isinstance(error, self._split_on):
                 log.warning("%s: a batch of %d failed; one by one now", self._name, len(batch))
                 for one in batch:
                     await self._settle([one])
                 return
-            if not batch[0][1].done():
-                batch[0][1].set_exception(error)
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(error)
             return
         for (_, done), result in zip(batch, results, strict=True):
             if not done.done():

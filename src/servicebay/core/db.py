@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sqlite3
 import weakref
 from typing import Any
@@ -71,38 +72,61 @@ class WriterTurns:
 
     def attach(self, engine: AsyncEngine) -> None:
         event.listen(engine.sync_engine, "before_cursor_execute", self._before_execute)
-        for returned in ("checkin", "invalidate"):
+        # However a connection leaves its user (closed, invalidated, or dropped and
+        # collected: `detach`), its turn ends with it.
+        for returned in ("checkin", "invalidate", "detach"):
             event.listen(engine.sync_engine.pool, returned, self._returned)
-
-    def _lock(self) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        lock = self._locks.get(loop)
-        if lock is None:
-            lock = self._locks[loop] = asyncio.Lock()
-        return lock
 
     def _before_execute(
         self, connection: Connection, _cursor: Any, statement: str, *_: Any
     ) -> None:
         if _WRITING in connection.info or not _writes(statement):
             return
-        lock = self._lock()
-        try:
-            await_only(asyncio.wait_for(lock.acquire(), WRITE_WAIT_SECONDS))
-        except TimeoutError:
-            raise sqlite3.OperationalError(
-                f"database is locked: no write turn within {WRITE_WAIT_SECONDS:.0f} s"
-            ) from None
-        connection.info[_WRITING] = lock
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        await_only(_take_turn(lock))
+        connection.info[_WRITING] = (loop, lock)
 
     def _returned(self, _dbapi_connection: Any, record: Any, *_: Any) -> None:
-        lock = record.info.pop(_WRITING, None) if record is not None else None
-        if lock is not None:
+        turn = record.info.pop(_WRITING, None) if record is not None else None
+        if turn is None:
+            return
+        loop, lock = turn
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
             lock.release()
+        elif not loop.is_closed():  # a connection collected on another thread
+            loop.call_soon_threadsafe(lock.release)
+
+
+async def _take_turn(lock: asyncio.Lock) -> None:
+    try:
+        async with asyncio.timeout(WRITE_WAIT_SECONDS):
+            await lock.acquire()
+    except TimeoutError:
+        raise sqlite3.OperationalError(
+            f"database is locked: another write transaction of this process held the "
+            f"write turn for more than {WRITE_WAIT_SECONDS:.0f} s"
+        ) from None
+
+
+_LEADING_COMMENTS = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
+_WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 
 
 def _writes(statement: str) -> bool:
-    return statement.lstrip()[:7].upper().startswith(("INSERT", "UPDATE", "DELETE", "REPLACE"))
+    """Whether SQLite starts a write transaction for `statement` (as Python's sqlite3
+    module sees it: leading comments skipped, a `WITH` that feeds a write)."""
+    skipped = _LEADING_COMMENTS.match(statement)
+    text = statement[skipped.end() if skipped else 0 :]
+    if text[:4].upper() == "WITH":
+        return any(f"{verb} " in text.upper() for verb in _WRITE_VERBS)
+    return text[:7].upper().startswith(_WRITE_VERBS)
 
 
 def _create_private(path: str | None) -> None:

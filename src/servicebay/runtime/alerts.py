@@ -206,12 +206,8 @@ class Alerter:
                     "run %s of %s failed and will be retried: no alert", run.id, deployment.name
                 )
                 return
-        # A success ends a streak only if the deployment was failing when the worker
-        # recorded it (it reads the flag in the run's final transaction): most successes
-        # end none and cost nothing here. The conditional UPDATE picks the one node that
-        # alerts.
-        if not failed and not deployment.failing:
-            return
+        # A success reads nothing first: the conditional UPDATE alone says whether it ends
+        # a streak, as of now rather than as of when the run's deployment was read.
         if not await self._flip(deployment.id, failing=failed):
             return
         if not failed:

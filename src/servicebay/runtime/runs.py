@@ -325,19 +325,6 @@ async def finish_run(session: AsyncSession, run_id: str, ending: Ending) -> Run 
     )
 
 
-async def failing_deployments(session: AsyncSession, ended: Collection[Run]) -> set[str]:
-    """Of the deployments of the `ended` runs, those in a failure streak (their `failing`
-    flag), as read in the caller's transaction."""
-    if not ended:
-        return set()
-    ids = {run.deployment_id for run in ended}
-    return set(
-        await session.scalars(
-            select(Deployment.id).where(Deployment.id.in_(ids), Deployment.failing.is_(True))
-        )
-    )
-
-
 async def _update_run(
     session: AsyncSession, *where: ColumnElement[bool], **values: Any
 ) -> Run | None:

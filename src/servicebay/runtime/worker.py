@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servicebay.core.batching import Batcher
@@ -267,7 +268,9 @@ class Worker:
         self._preparing = asyncio.Lock()
         self.zygotes = Zygotes()
         """Warm interpreters: every run forks from its deployment's."""
-        self._endings = Batcher(self._record_endings, name="run-endings")
+        self._endings = Batcher(
+            self._record_endings, name="run-endings", split_on=(IntegrityError,)
+        )
 
     def wake(self) -> None:
         """A run was queued or a cancel asked for on this node: look now, not at the poll."""
@@ -622,11 +625,12 @@ class Worker:
         return finished
 
     async def _record_endings(self, endings: Sequence[_Ending]) -> list[Run | None]:
-        """One transaction for a batch of endings. The prepared deployments' `failing`
-        flags are read again in it: each streak as of its run's ending, for the alerts
-        hook."""
+        """One transaction for a batch of endings. A run another node ended meanwhile (an
+        orphan sweep) keeps the ending and the log that node recorded."""
         async with self.instance.sessions() as session, session.begin():
-            await runs.append_logs(session, [(one.run_id, one.rest) for one in endings if one.rest])
+            finished = [await runs.finish_run(session, one.run_id, one.ending) for one in endings]
+            ours = [one for one, run in zip(endings, finished, strict=True) if run is not None]
+            await runs.append_logs(session, [(one.run_id, one.rest) for one in ours if one.rest])
             keys = [one.prepared.key_id for one in endings if one.prepared and one.prepared.key_id]
             if keys:
                 await session.execute(
@@ -634,11 +638,6 @@ class Worker:
                     .where(ApiKey.id.in_(keys), ApiKey.revoked_at.is_(None))
                     .values(revoked_at=utcnow())
                 )
-            finished = [await runs.finish_run(session, one.run_id, one.ending) for one in endings]
-            failing = await runs.failing_deployments(session, [run for run in finished if run])
-        for one, run in zip(endings, finished, strict=True):
-            if run is not None and one.prepared is not None:
-                one.prepared.deployment.failing = run.deployment_id in failing
         return finished
 
     async def _tell(self, deployment: Deployment, run: Run) -> None:

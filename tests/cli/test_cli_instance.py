@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
 import stat
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +20,7 @@ import httpx
 import pytest
 
 from tests.cli.cli_support import BAY, Bay, assert_clean_failure
+from tests.gateway.test_apps import WHEELS
 
 
 @pytest.fixture
@@ -118,8 +122,40 @@ def _me(url: str, key: str) -> str:
     return str(answer.json()["email"])
 
 
-def test_demo_serves_a_seeded_instance_and_reuses_it(local: Bay, tmp_path: Path) -> None:
-    home, port = tmp_path / "demo", _free_port()
+@pytest.fixture
+def demo_home() -> Iterator[Path]:
+    """A home the build and run users may reach (pytest's tmp_path is 0700 when the tests
+    run as root, and the demo deploys)."""
+    root = Path(tempfile.mkdtemp(prefix="bay-demo-"))
+    root.chmod(0o755)
+    yield root / "demo"
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def offline(local: Bay) -> Bay:
+    """The demo's builds install from the wheels `make install` downloaded, never an index."""
+    local.env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(WHEELS), PIP_CONFIG_FILE=os.devnull)
+    return local
+
+
+def _demo_ports() -> int:
+    """A port for the demo whose next two (its fakes') are free as well."""
+    while True:
+        port = _free_port()
+        try:
+            for taken in (port + 1, port + 2):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", taken))
+        except OSError:
+            continue
+        return port
+
+
+def test_demo_serves_a_seeded_instance_and_reuses_it(
+    offline: Bay, demo_home: Path, tmp_path: Path
+) -> None:
+    local, home, port = offline, demo_home, _demo_ports()
     args = ("--home", str(home), "--port", str(port))
 
     with _demo(local, *args) as (exported, panel, first):
@@ -135,6 +171,7 @@ def test_demo_serves_a_seeded_instance_and_reuses_it(local: Bay, tmp_path: Path)
         assert (ann.returncode, bo.returncode) == (0, 1)
         assert "INSTAGRAM_TOKEN" in demo_bay("secrets", "list").stdout
         _check_the_sales_curls(exported, panel)
+        _check_the_deployments(exported, panel)
     assert first.returncode == 0
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/readyz")  # the server child stopped with the demo
@@ -145,7 +182,13 @@ def test_demo_serves_a_seeded_instance_and_reuses_it(local: Bay, tmp_path: Path)
         assert _me(url, again["ANN_KEY"]) == "ann@example.com"
         _check_the_sales_curls(again, panel_again)
         services = demo_bay("services", "list", "--json")
-        assert [service["version"] for service in json.loads(services.stdout)] == [1]
+        assert [service["version"] for service in json.loads(services.stdout)] == [1, 1, 1]
+        deployments = json.loads(demo_bay("deployments", "list", "--json").stdout)
+        assert sorted((row["name"], row["active_version"]) for row in deployments) == [
+            ("hello", 1),
+            ("sales_dashboard", 1),
+            ("weekly_report", 1),
+        ]
         _tamper_with_the_audit_log(home / "servicebay.db")
         broken = demo_bay("audit", "verify")
         assert broken.returncode == 1
@@ -182,6 +225,28 @@ def _check_the_sales_curls(exported: dict[str, str], panel: str) -> None:
     assert len(amounts) == 5
     assert amounts == sorted(amounts, reverse=True)
     assert min(amounts) > 100
+
+
+def _check_the_deployments(exported: dict[str, str], panel: str) -> None:
+    """One of each kind runs: the weekly report ran once and told the Slack fake, the
+    article's webhook answers, and the dashboard shows data_science who it is."""
+    url = exported["BAY_URL"]
+    report = re.search(r"#marketing got: Weekly sales report: 50 orders.*?(run_\w+)", panel)
+    assert report is not None, panel
+    admin = {"Authorization": f"Bearer {exported['BAY_API_KEY']}"}
+    run = httpx.get(f"{url}/api/v1/runs/{report[1]}", headers=admin).json()
+    assert run["status"] == "succeeded", run
+    artifacts = httpx.get(f"{url}/api/v1/runs/{report[1]}/artifacts", headers=admin).json()
+    assert [artifact["path"] for artifact in artifacts["data"]] == ["weekly_report.xlsx"]
+    hello = httpx.post(f"{url}/hooks/hello", json={"from": "the test"}, timeout=30)
+    assert hello.json() == {"hello": "world", "you_sent": {"from": "the test"}}
+    dashboard = f"{url}/apps/sales_dashboard/"
+    seen = httpx.get(dashboard, headers={"Authorization": f"Bearer {exported['BO_KEY']}"})
+    assert seen.status_code == 200, seen.text
+    assert "Hello, bo@example.com." in seen.text
+    assert "Revenue by plan" in seen.text
+    refused = httpx.get(dashboard, headers={"Authorization": f"Bearer {exported['ANN_KEY']}"})
+    assert refused.status_code == 403
 
 
 def _tamper_with_the_audit_log(database: Path) -> None:

@@ -31,8 +31,12 @@ from rich.text import Text
 
 from servicebay.cli.client import Api, api_path
 from servicebay.cli.config import read_private, write_private
+from servicebay.cli.deploy import DeployApi
 from servicebay.cli.instance import create_instance, instance_settings
 from servicebay.cli.output import console, fail
+from servicebay.fakes.instagram import FakeInstagram
+from servicebay.fakes.slack import FakeSlack
+from servicebay.runtime.bundle import build_bundle
 
 HOME = Path(".bay-demo")
 STATE = "demo.json"
@@ -60,10 +64,57 @@ PEOPLE = (
 )
 GRANTS = (
     ("team:marketing", "service:instagram", ["invoke"]),
+    ("team:marketing", "service:slack", ["invoke"]),
     ("team:marketing", "service:sales/customer", ["read"]),
     ("team:data_science", "service:sales", ["invoke"]),
+    ("team:data_science", "app:sales_dashboard", ["invoke"]),
 )
 SECRET = ("INSTAGRAM_TOKEN", ["service:instagram"])
+SLACK_SECRET = ("SLACK_BOT_TOKEN", ["service:slack"])
+IG_USER = "17841400000000000"
+INSTAGRAM_SERVICE: dict[str, Any] = {
+    "name": "instagram",
+    "kind": "http",
+    "description": "The team's Instagram business account, through the Graph API "
+    "(in the demo: a local fake of it).",
+    "secret": SECRET[0],
+    "routes": {
+        "get_follower_count": {
+            "path": f"/{IG_USER}?fields=followers_count",
+            "description": "How many accounts follow the account now: `followers_count`.",
+        },
+        "get_follower_count_by_date": {
+            "path": f"/{IG_USER}/insights?metric=follower_count&period=day&since={{date}}",
+            "description": "The follower count on a day, as a Graph API insight: "
+            "`data[0].values[0].value`.",
+            "params": {"date": {"type": "date", "required": True, "description": "The day."}},
+        },
+    },
+}
+SLACK_SERVICE: dict[str, Any] = {
+    "name": "slack",
+    "kind": "http",
+    "description": "The team's Slack workspace, as the analytics bot (in the demo: a local "
+    "fake of Slack's Web API).",
+    "secret": SLACK_SECRET[0],
+    "routes": {
+        "post_message_to_channel": {
+            "method": "POST",
+            "path": "/api/chat.postMessage",
+            "description": "Post a message to a channel as the bot (Slack's chat.postMessage).",
+            "params": {
+                "message": {"required": True, "description": "The message's text."},
+                "channel_name": {"required": True, "description": "The channel, e.g. marketing."},
+            },
+            "body": {"channel": "{channel_name}", "text": "{message}"},
+        }
+    },
+}
+DEPLOYMENTS = Path(__file__).with_name("demo_deployments")
+"""One deployment of each kind that runs code; `bay demo` deploys what is missing."""
+REPORT = "weekly_report"
+BUILD_TIMEOUT = 600.0
+REPORT_TIMEOUT = 60.0
 SALES = "sales"
 SALES_URL_NAME = "SALES_DB_URL"
 SALES_DAY = "2026-11-27"
@@ -126,17 +177,21 @@ def demo(
     It runs until Ctrl-C; running it again reuses the instance and its keys.
     """
     home = home.expanduser().resolve()
-    _ensure_port_free(port)
+    for taken in (port, port + 1, port + 2):
+        _ensure_port_free(taken)
     if reset:
         _reset(home)
     state = _prepare(home)
     url = f"http://127.0.0.1:{port}"
     signal.signal(signal.SIGTERM, _interrupt)
     console.print(f"Starting the demo server on {url} ...", style="dim")
-    with _server(home, port) as process:
+    fakes = Fakes(port)
+    with fakes, _server(home, port) as process:
         _wait_ready(url, process, home / LOG)
-        _seed(Api(url, state["admin"]["key"]), state, home / STATE)
-        console.print(_panel(url, home, state))
+        api = Api(url, state["admin"]["key"])
+        _seed(api, state, home / STATE, fakes)
+        _deploy_all(api, state, home / STATE)
+        console.print(_panel(url, home, state, fakes))
         sys.stdout.flush()
         try:
             code = process.wait()
@@ -235,8 +290,30 @@ def _key_works(url: str, key: str | None) -> bool:
     return answer.status_code == 200
 
 
-def _seed(api: Api, state: dict[str, Any], path: Path) -> None:
-    """Add whatever of the demo's users, keys, grants and secret is missing."""
+class Fakes:
+    """Local stand-ins for Instagram's Graph API and Slack's Web API, on the two ports
+    after the demo's (so the services registered in the instance stay valid), each with a
+    token made afresh for this run and stored as the service's secret."""
+
+    def __init__(self, port: int) -> None:
+        self.instagram = FakeInstagram(token=token_urlsafe(24), user_id=IG_USER, port=port + 1)
+        self.slack = FakeSlack(
+            token=f"xoxb-{token_urlsafe(24)}", channels={"marketing": "C0MARKETING"}, port=port + 2
+        )
+
+    def __enter__(self) -> Fakes:
+        self.instagram.start()
+        self.slack.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.instagram.stop()
+        self.slack.stop()
+
+
+def _seed(api: Api, state: dict[str, Any], path: Path, fakes: Fakes) -> None:
+    """Add whatever of the demo's users, keys, grants, secrets and services is missing;
+    the fakes' tokens are stored anew."""
     if not _key_works(api.url, state["admin"]["key"]):
         fail("the demo's admin key no longer works", "Start afresh: bay demo --reset")
     users = {user["email"] for user in api.collect(api_path("users"), {"include_disabled": "true"})}
@@ -254,16 +331,71 @@ def _seed(api: Api, state: dict[str, Any], path: Path) -> None:
             body = {"principal": principal, "resource": resource, "actions": actions}
             api.request("POST", api_path("grants"), json=body)
     stored = {secret["name"] for secret in api.collect(api_path("secrets"))}
-    name, allow = SECRET
-    if name not in stored:
-        body = {"value": token_urlsafe(24), "allow": allow}
+    for (name, allow), fake in ((SECRET, fakes.instagram), (SLACK_SECRET, fakes.slack)):
+        body = {"value": fake.token, "allow": allow}
         api.request("PUT", api_path("secrets", name), json=body)
+    services = {service["name"] for service in api.collect(api_path("services"))}
+    for document, base_url in (
+        (INSTAGRAM_SERVICE, fakes.instagram.base_url),
+        (SLACK_SERVICE, fakes.slack.url),
+    ):
+        if document["name"] not in services:
+            api.request("POST", api_path("services"), json={**document, "base_url": base_url})
     database = _sales_db(path.parent)
     if SALES_URL_NAME not in stored:
         body = {"value": f"sqlite:///{database}", "allow": [f"service:{SALES}"]}
         api.request("PUT", api_path("secrets", SALES_URL_NAME), json=body)
-    if SALES not in {service["name"] for service in api.collect(api_path("services"))}:
+    if SALES not in services:
         api.request("POST", api_path("services"), json=SALES_SERVICE)
+
+
+def _deploy_all(api: Api, state: dict[str, Any], path: Path) -> None:
+    """Deploy the demo's folders that are not deployed yet, as `bay deploy` would, and run
+    the weekly report once when it is new, so its spreadsheet and Slack post exist."""
+    deployed = {row["name"] for row in api.collect(api_path("deployments"))}
+    for folder in sorted(DEPLOYMENTS.iterdir()):
+        if not folder.is_dir() or folder.name in deployed:
+            continue
+        bundle = build_bundle(folder)
+        uploader = DeployApi(api.url, state["admin"]["key"])
+        name = folder.name if (folder / "cron.json").exists() else None
+        accepted = uploader.upload(bundle.data, f"{folder.name}.tar.gz", name, console)
+        _wait_built(api, str(accepted["name"]), int(accepted["version"]))
+        if folder.name == REPORT:
+            run = api.request("POST", api_path("deployments", REPORT, "runs"))
+            state["report_run"] = run["id"]
+            write_private(path, state)
+    if state.get("report_run"):
+        _wait_run(api, state["report_run"])
+
+
+def _wait_built(api: Api, name: str, number: int) -> None:
+    """Until the version is built (its requirements installed): a deploy of the demo's own
+    folders that fails is a bug of this release, reported with the build log."""
+    path = api_path("deployments", name, "versions", str(number))
+    deadline = time.monotonic() + BUILD_TIMEOUT
+    with console.status(f"Building {name} (installing its requirements.txt) ..."):
+        while time.monotonic() < deadline:
+            version = api.request("GET", path)
+            if version["status"] == "ready":
+                console.print(f"Deployed {name} ({version['kind']}).", style="dim")
+                return
+            if version["status"] != "building":
+                fail(
+                    f"the demo's {name} did not build",
+                    *str(version["build_log"]).splitlines()[-15:],
+                )
+            time.sleep(0.5)
+    fail(f"the demo's {name} was still building after {BUILD_TIMEOUT:.0f} s")
+
+
+def _wait_run(api: Api, run_id: str) -> None:
+    deadline = time.monotonic() + REPORT_TIMEOUT
+    with console.status(f"Running {REPORT} once ..."):
+        while time.monotonic() < deadline:
+            if api.request("GET", api_path("runs", run_id))["status"] not in ("queued", "running"):
+                return
+            time.sleep(0.3)
 
 
 def _sales_db(home: Path) -> Path:
@@ -315,7 +447,7 @@ def _sales_db(home: Path) -> Path:
     return path
 
 
-def _panel(url: str, home: Path, state: dict[str, Any]) -> Panel:
+def _panel(url: str, home: Path, state: dict[str, Any], fakes: Fakes) -> Panel:
     admin = state["admin"]
     rights: dict[str, list[str]] = {}
     for principal, resource, actions in GRANTS:
@@ -357,6 +489,23 @@ def _panel(url: str, home: Path, state: dict[str, Any]) -> Panel:
         f'       {sales}/queries/daily_active_users?day={SALES_DAY}"',
         f"  ({ann.variable} for orders or the query: 403, marketing may read customer only)",
         f"  {url}/docs in a browser: the API's documentation, {SALES} too",
+        "",
+        "Services in front of local fakes of the vendors (the article's names):",
+        f'  curl -H "Authorization: Bearer ${ann.variable}" \\',
+        '       "$BAY_URL/instagram/get_follower_count"',
+        f"  (instagram: a fake Graph API at {fakes.instagram.url}; "
+        f"slack: a fake Web API at {fakes.slack.url})",
+        "",
+        "Deployments, one of each kind that runs code (folders of `bay demo`'s own):",
+        f"  {REPORT}: a cron job (Mondays 9 am New York) that wrote a spreadsheet and told Slack:",
+        *(f"    #marketing got: {posted.text}" for posted in fakes.slack.messages[-1:]),
+        f"    bay runs list --deployment {REPORT}",
+        *(f"    bay runs artifacts {state['report_run']}" for _ in [0] if state.get("report_run")),
+        "  hello: the article's webhook, public and synchronous:",
+        '    curl -X POST $BAY_URL/hooks/hello -d \'{"from": "me"}\'',
+        "  sales_dashboard: a Flask dashboard (data_science may see it):",
+        f'    curl -H "Authorization: Bearer ${bo.variable}" $BAY_URL/apps/sales_dashboard/',
+        "  bay deployments list",
         "",
         "  bay users list",
         f"  bay permissions check {ann.email} service:instagram invoke",

@@ -43,6 +43,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import stat
 import time
@@ -79,6 +80,7 @@ from servicebay.runtime.process import (
     ProcessSpec,
     prepare_private_dir,
     run_process,
+    signal_group,
     spawn,
     supervise,
     wait_for_exit,
@@ -109,6 +111,8 @@ START_FAILURE_LIMIT = 3
 DRAIN_SECONDS = 30.0
 """A replaced process keeps serving the requests it has for at most this long."""
 KILL_GRACE_SECONDS = 5.0
+STOP_SECONDS = 4 * KILL_GRACE_SECONDS
+"""Past TERM, the grace and KILL, how long a stopped process's supervision may take."""
 BUILD_SECONDS = 900.0
 LOG_FLUSH_SECONDS = 0.5
 STARTING, RUNNING, RESTARTING, CRASH_LOOPING = "starting", "running", "restarting", "crash_looping"
@@ -863,11 +867,18 @@ class _Keeper:
         )
 
     async def _stop(self, process: _Process, why: str) -> None:
+        """TERM, then KILL, its process group (`supervise` does both on `cancel`); a
+        supervision that has not ended well past that is given up on, after a last KILL,
+        so that no node waits forever to stop."""
         if not process.ended.done():
             await self.logs.note(f"stopping version {process.version} (pid {process.pid}): {why}")
             process.cancel.set()
-        with contextlib.suppress(Exception):
-            await process.ended
+        done, _ = await asyncio.wait([process.ended], timeout=STOP_SECONDS)
+        if not done:
+            log.error("server %s: pid %d did not end after it was stopped", self.name, process.pid)
+            signal_group(process.pid, signal.SIGKILL)
+            process.ended.cancel()
+            self.live.discard(process)
 
     @staticmethod
     def _ending(ended: asyncio.Task[ProcessResult]) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from servicebay.runtime.process import (
+    KEPT_LINES,
     PROCESS_LIMIT,
     RUN_UID_BASE,
     TRUNCATION_NOTE,
@@ -380,6 +381,20 @@ def test_output_within_the_limit_is_all_kept(
     assert not result.truncated
     assert result.log_bytes == 10_000
     assert len(result.lines) == 100
+
+
+def test_without_a_limit_every_line_is_passed_on_and_the_result_keeps_the_last_ones(
+    sandbox: Sandbox, runner: asyncio.Runner, launch: Launch
+) -> None:
+    recorder = Recorder()
+    spec = sandbox.spec("chatter.py", str(KEPT_LINES + 500), "100", log_limit_bytes=None)
+
+    result = runner.run(launch(spec, recorder))
+
+    assert not result.truncated
+    assert len(recorder.lines) == KEPT_LINES + 500  # a server's log: pruned where it is stored
+    assert len(result.lines) == KEPT_LINES  # memory stays bounded, however long it runs
+    assert result.lines[-1].text.startswith(f"{KEPT_LINES + 499:08d}")
 
 
 def test_a_log_line_is_stored_as_utc_time_stream_and_text() -> None:

@@ -24,10 +24,12 @@ a run ends when its script does.
 Logs: stdout and stderr are read concurrently and cut into lines, each stamped with the
 time its first byte arrived (`LogLine`). Lines longer than `MAX_LINE_BYTES` are cut into
 pieces, bytes that are not UTF-8 become U+FFFD, a last line without a newline is kept.
-Every stored line is passed to `on_line` as it arrives (so callers can stream them) and
-kept in the result, up to `log_limit_bytes` of output; past that the pipes are still
-drained, so the script never blocks, but nothing more is stored, and one note line says
-how much was kept and dropped.
+Every stored line is passed to `on_line` as it arrives (so callers can stream them), up
+to `log_limit_bytes` of output (None: no limit, for a long-lived server whose log is
+pruned where it is stored); past that the pipes are still drained, so the script never
+blocks, but nothing more is stored, and one note line says how much was kept and dropped.
+The result keeps the last `KEPT_LINES` lines, for the error message of a process that
+failed: memory stays bounded however long a process lives.
 
 `supervise` is the part shared with the zygote (`zygote.py`), which forks scripts instead
 of starting them: one implementation of log capture, timeouts and cancellation for both.
@@ -41,6 +43,7 @@ import os
 import signal
 import subprocess
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -71,6 +74,8 @@ MAX_LINE_BYTES = 64 * 1024
 
 READ_BYTES = 64 * 1024
 
+KEPT_LINES = 1000
+"""Lines a process's result keeps in memory (its end), whatever its log limit."""
 TRUNCATION_NOTE = "[servicebay] log truncated: {kept} bytes kept, {dropped} bytes dropped"
 
 
@@ -105,7 +110,8 @@ class ProcessSpec:
     """Defaults to `uid`."""
     timeout_seconds: float | None = 600.0
     memory_mb: int | None = 1024
-    log_limit_bytes: int = 10 * 1024 * 1024
+    log_limit_bytes: int | None = 10 * 1024 * 1024
+    """None: every line is passed on, however many (a server, whose log is pruned)."""
     kill_grace_seconds: float = 5.0
 
     def __post_init__(self) -> None:
@@ -115,7 +121,7 @@ class ProcessSpec:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive or None (no limit), not {value}")
-        if self.log_limit_bytes < 0 or self.kill_grace_seconds < 0:
+        if (self.log_limit_bytes or 0) < 0 or self.kill_grace_seconds < 0:
             raise ValueError("log_limit_bytes and kill_grace_seconds cannot be negative")
         if self.gid is not None and self.uid is None:
             raise ValueError("a gid without a uid: give the deployment's uid too")
@@ -154,6 +160,7 @@ class ProcessResult:
     """Bytes of output stored (at most the spec's `log_limit_bytes`)."""
     truncated: bool
     lines: tuple[LogLine, ...] = field(repr=False)
+    """The last `KEPT_LINES` lines (all of them reached `on_line`)."""
 
     @property
     def ok(self) -> bool:
@@ -424,12 +431,12 @@ def signal_group(group: int, sig: signal.Signals) -> None:
 
 
 class LogCapture:
-    """Timestamped lines from a run's streams, stored up to a byte limit."""
+    """Timestamped lines from a run's streams, stored up to a byte limit (None: none)."""
 
-    def __init__(self, limit_bytes: int, on_line: OnLine | None) -> None:
+    def __init__(self, limit_bytes: int | None, on_line: OnLine | None) -> None:
         self.limit_bytes = limit_bytes
         self.on_line = on_line
-        self.lines: list[LogLine] = []
+        self.lines: deque[LogLine] = deque(maxlen=KEPT_LINES)
         self.kept = 0
         self.dropped = 0
         self._lock = asyncio.Lock()
@@ -456,7 +463,8 @@ class LogCapture:
 
     async def _store(self, stream: Stream, at: datetime, raw: bytes) -> None:
         async with self._lock:
-            if self.dropped or self.kept + len(raw) > self.limit_bytes:
+            limit = self.limit_bytes
+            if self.dropped or (limit is not None and self.kept + len(raw) > limit):
                 self.dropped += len(raw)
                 return
             self.kept += len(raw)

@@ -120,6 +120,18 @@ def test_a_row_appended_to_a_csv_keeps_the_files_bytes_and_dialect(
     assert after[len(before) :] == b'"North; East";;7\r\n'
 
 
+def test_a_value_with_quotes_is_appended_to_a_csv_with_its_quotes_doubled(
+    spreadsheets: Connector, folder: Path
+) -> None:
+    (folder / "quotes.csv").write_bytes(b"name;notes\r\nann;x\r\n")
+    answer = spreadsheets.call(
+        "POST", "/append_row", params={"table": "quotes"}, json={"name": 'say "hi"'}
+    )
+    assert answer.status_code == 201, answer.text
+    assert (folder / "quotes.csv").read_bytes().endswith(b'"say ""hi""";\r\n')
+    assert rows(spreadsheets, "quotes")["rows"][-1] == {"name": 'say "hi"', "notes": ""}
+
+
 def test_a_row_appended_to_a_sheet_is_typed_and_text_stays_text(
     spreadsheets: Connector, folder: Path
 ) -> None:

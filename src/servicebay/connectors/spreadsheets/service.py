@@ -156,7 +156,7 @@ def _read(table: Table) -> tuple[list[str], list[dict[str, Any]]]:
     """The table's columns (its first row) and its rows; empty rows are skipped."""
     if table.sheet is None:
         with table.path.open(encoding="utf-8-sig", newline="") as file:
-            lines: list[list[Any]] = list(csv.reader(file, _dialect(table.path)))
+            lines: list[list[Any]] = list(csv.reader(file, delimiter=_delimiter(table.path)))
     else:
         workbook = load_workbook(table.path, read_only=True, data_only=True)
         try:
@@ -235,14 +235,19 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _dialect(path: Path) -> type[csv.Dialect]:
-    """The file's delimiter (`,`, `;` or tab, as spreadsheet programs write them)."""
+def _delimiter(path: Path) -> str:
+    """The file's delimiter (`,`, `;` or tab, as spreadsheet programs write them).
+
+    Only the delimiter is sniffed: the rest is Excel's dialect, quotes doubled inside
+    quoted values, since the sniffer says `doublequote=False` for most samples and the
+    csv writer then cannot write a value with a `"` in it at all.
+    """
     with path.open(encoding="utf-8-sig", newline="") as file:
         sample = file.read(8192)
     try:
-        return csv.Sniffer().sniff(sample, delimiters=",;\t")
+        return csv.Sniffer().sniff(sample, delimiters=",;\t").delimiter
     except csv.Error:
-        return csv.excel
+        return ","
 
 
 @contextmanager
@@ -275,10 +280,11 @@ def _write(path: Path, fill: Callable[[Path], None]) -> None:
 def _append_csv(path: Path, target: Path, columns: list[str], values: list[Any]) -> None:
     """The file's bytes as they are, then the row in the file's own dialect."""
     content = path.read_bytes()
-    dialect = _dialect(path)
+    delimiter = _delimiter(path)
     ending = "\r\n" if b"\r\n" in content else "\n"
     line = io.StringIO()
-    csv.writer(line, dialect, lineterminator=ending).writerow(_text(value) for value in values)
+    writer = csv.writer(line, delimiter=delimiter, lineterminator=ending)
+    writer.writerow(_text(value) for value in values)
     if content and not content.endswith(b"\n"):
         content += ending.encode()
     target.write_bytes(content + line.getvalue().encode())

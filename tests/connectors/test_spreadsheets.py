@@ -151,6 +151,25 @@ def test_a_row_appended_to_a_sheet_is_typed_and_text_stays_text(
     assert q1["D2"].value == datetime(2026, 1, 5)
 
 
+def test_appending_to_a_workbook_with_formulas_is_a_409_that_keeps_the_file(
+    spreadsheets: Connector, folder: Path
+) -> None:
+    """Saving would drop the values Excel computed for the formulas, in every sheet."""
+    workbook = Workbook()
+    assert workbook.active is not None
+    workbook.active.title = "totals"
+    workbook.active.append(["units", "price", "total"])
+    workbook.active.append([2, 3, "=A2*B2"])
+    workbook.create_sheet("log").append(["event"])
+    workbook.save(folder / "priced.xlsx")
+    before = (folder / "priced.xlsx").read_bytes()
+    answer = spreadsheets.call(
+        "POST", "/append_row", params={"table": "priced.log"}, json={"event": "x"}
+    )
+    assert_problem(answer, 409, "priced.xlsx has formulas (totals!C2)", "without formulas")
+    assert (folder / "priced.xlsx").read_bytes() == before
+
+
 def test_a_row_that_does_not_fit_the_header_is_a_400_listing_each_problem(
     spreadsheets: Connector, folder: Path
 ) -> None:

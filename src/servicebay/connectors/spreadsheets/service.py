@@ -26,7 +26,7 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
-from openpyxl import load_workbook
+from openpyxl import Workbook, load_workbook
 
 from servicebay.sdk import HttpError, Service
 from servicebay.sdk.upstream import setting
@@ -292,6 +292,7 @@ def _append_csv(path: Path, target: Path, columns: list[str], values: list[Any])
 
 def _append_xlsx(table: Table, target: Path, columns: list[str], values: list[Any]) -> None:
     workbook = load_workbook(table.path)
+    _refuse_formulas(table, workbook)
     sheet = workbook[str(table.sheet)]
     last = max(
         (cell.row for line in sheet.iter_rows() for cell in line if cell.value not in (None, "")),
@@ -302,6 +303,23 @@ def _append_xlsx(table: Table, target: Path, columns: list[str], values: list[An
         if isinstance(value, str):
             cell.data_type = "s"  # text stays text: "=HYPERLINK(...)" is not a formula
     workbook.save(target)
+
+
+def _refuse_formulas(table: Table, workbook: Workbook) -> None:
+    """A 409 when any sheet has a formula: openpyxl saves formulas without the values Excel
+    last computed for them, so after an append every reader (this service included) would
+    see those cells empty until someone opens and saves the workbook in Excel."""
+    for sheet in workbook.worksheets:
+        for line in sheet.iter_rows():
+            for cell in line:
+                if cell.data_type == "f":
+                    raise HttpError(
+                        409,
+                        f"{table.path.name} has formulas ({sheet.title}!{cell.coordinate}), and "
+                        "appending would lose the values Excel computed for them (the file is "
+                        "saved without them); append to a workbook without formulas, or keep "
+                        "the formulas in a workbook that refers to this one",
+                    )
 
 
 if __name__ == "__main__":

@@ -213,6 +213,36 @@ def test_concurrent_appends_lose_nothing_and_leave_no_temporary_file(
     assert list(folder.glob("*.tmp")) == []
 
 
+@pytest.fixture(scope="module")
+def untidy(tmp_path_factory: pytest.TempPathFactory, run_connector: RunConnector) -> Connector:
+    """A folder as people leave them: an Excel owner file beside an open workbook, a csv
+    saved as Windows-1252, a broken workbook, next to a good csv."""
+    folder = tmp_path_factory.mktemp("untidy")
+    (folder / "good.csv").write_text("name\nann\n")
+    (folder / "~$budget.xlsx").write_bytes(b"\x05owner\x00" * 20)
+    (folder / "legacy.csv").write_bytes("name,city\nJos\xe9,M\xfcnchen\n".encode("cp1252"))
+    (folder / "broken.xlsx").write_bytes(b"PK\x03\x04 not really a zip")
+    return run_connector("spreadsheets", {"SPREADSHEETS_DIR": str(folder)})
+
+
+def test_a_file_that_cannot_be_read_is_named_and_does_not_stop_the_others(
+    untidy: Connector,
+) -> None:
+    answer = untidy.call("GET", "/list_tables")
+    assert answer.status_code == 200, answer.text
+    assert [table["name"] for table in answer.json()["tables"]] == ["good"]
+    problems = {item["file"]: item["problem"] for item in answer.json()["unreadable"]}
+    assert set(problems) == {"broken.xlsx", "legacy.csv"}
+    assert "CSV UTF-8" in problems["legacy.csv"]
+    assert rows(untidy, "good")["rows"] == [{"name": "ann"}]
+    legacy = untidy.call("GET", "/read_rows", params={"table": "legacy"})
+    assert_problem(legacy, 422, "legacy.csv is not UTF-8", "CSV UTF-8")
+    broken = untidy.call("GET", "/read_rows", params={"table": "broken.Q1"})
+    assert_problem(broken, 422, "broken.xlsx could not be read", "move it out")
+    owner = untidy.call("GET", "/read_rows", params={"table": "~$budget.Sheet"})
+    assert_problem(owner, 404, "there are: good")
+
+
 def test_calls_without_the_gateways_identity_are_401s(spreadsheets: Connector) -> None:
     assert_identity_required(spreadsheets, "GET", "/list_tables")
 

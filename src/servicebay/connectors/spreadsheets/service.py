@@ -7,7 +7,8 @@ whole to a temporary file that is then renamed over the old one, so a reader nev
 half a file and concurrent appends lose nothing.
 
 Settings: `SPREADSHEETS_DIR`, the folder (files directly in it; names starting with `.`
-are ignored).
+or `~$` are ignored). A file that cannot be read is a 422 naming it, for its own tables
+only.
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ import json
 import os
 import stat
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TextIO
 
 from openpyxl import Workbook, load_workbook
+from openpyxl.utils.exceptions import InvalidFileException
 
 from servicebay.sdk import HttpError, Service
 from servicebay.sdk.upstream import setting
@@ -56,42 +59,53 @@ def folder() -> Path:
     return path
 
 
-def tables() -> dict[str, Table]:
-    """Every table in the folder, by name."""
-    found: dict[str, Table] = {}
-    for path in sorted(folder().iterdir()):
-        if path.name.startswith(".") or not path.is_file():
-            continue
-        suffix = path.suffix.lower()
-        if suffix == ".csv":
-            found[path.stem] = Table(path.stem, path, None)
-        elif suffix == ".xlsx":
-            workbook = load_workbook(path, read_only=True)
-            try:
-                for sheet in workbook.sheetnames:
-                    found[f"{path.stem}.{sheet}"] = Table(f"{path.stem}.{sheet}", path, sheet)
-            finally:
-                workbook.close()
-    return found
+def files() -> list[Path]:
+    """The folder's csv and xlsx files; names starting with `.` are skipped, and `~$` ones
+    too: Excel's lock files beside the workbooks it has open, which are not workbooks."""
+    return [
+        path
+        for path in sorted(folder().iterdir())
+        if not path.name.startswith((".", "~$"))
+        and path.suffix.lower() in (".csv", ".xlsx")
+        and path.is_file()
+    ]
+
+
+def tables_of(path: Path) -> list[Table]:
+    """The tables of one file: a csv file's one, a workbook's sheets (opening it)."""
+    if path.suffix.lower() == ".csv":
+        return [Table(path.stem, path, None)]
+    with _readable(path):
+        workbook = load_workbook(_open(path), read_only=True)
+    try:
+        return [Table(f"{path.stem}.{sheet}", path, sheet) for sheet in workbook.sheetnames]
+    finally:
+        workbook.close()
 
 
 @app.get("/list_tables")
 def list_tables() -> dict[str, Any]:
     """Every table: csv files by their name without `.csv`, workbook sheets as
-    `workbook.sheet`, each with its file, sheet, columns (its first row) and row count."""
+    `workbook.sheet`, each with its file, sheet, columns (its first row) and row count;
+    files that cannot be read are in `unreadable`, each with what is wrong."""
     listed = []
-    for table in tables().values():
-        columns, rows = _read(table)
-        listed.append(
-            {
-                "name": table.name,
-                "file": table.path.name,
-                "sheet": table.sheet,
-                "columns": columns,
-                "rows": len(rows),
-            }
-        )
-    return {"tables": listed}
+    unreadable = []
+    for path in files():
+        try:
+            for table in tables_of(path):
+                columns, rows = _read(table)
+                listed.append(
+                    {
+                        "name": table.name,
+                        "file": path.name,
+                        "sheet": table.sheet,
+                        "columns": columns,
+                        "rows": len(rows),
+                    }
+                )
+        except Unreadable as error:
+            unreadable.append({"file": path.name, "problem": error.detail})
+    return {"tables": listed, "unreadable": unreadable}
 
 
 @app.get("/read_rows")
@@ -145,24 +159,66 @@ def append_row(table: str, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _table(name: str) -> Table:
-    known = tables()
-    if name not in known:
-        listed = ", ".join(known) or "none"
-        raise HttpError(404, f"no table {name!r} in the spreadsheets folder; there are: {listed}")
-    return known[name]
+    """The table `name`, opening only the files it can be in (one bad file elsewhere in
+    the folder does not stop it)."""
+    for path in files():
+        if (path.suffix.lower() == ".csv" and path.stem == name) or (
+            path.suffix.lower() == ".xlsx" and name.startswith(f"{path.stem}.")
+        ):
+            for table in tables_of(path):
+                if table.name == name:
+                    return table
+    known = []
+    for path in files():
+        with suppress(Unreadable):
+            known += [table.name for table in tables_of(path)]
+    listed = ", ".join(known) or "none"
+    raise HttpError(404, f"no table {name!r} in the spreadsheets folder; there are: {listed}")
+
+
+class Unreadable(HttpError):
+    """A file of the folder that cannot be read: a 422 naming it and what to do."""
+
+
+@contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """Turn a file's failure to open or parse into `Unreadable`, saying what to do."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise Unreadable(
+            422,
+            f'{path.name} is not UTF-8 text: save it again as "CSV UTF-8" (Excel) or with '
+            "the UTF-8 character set",
+        ) from None
+    except csv.Error as error:
+        raise Unreadable(422, f"{path.name} is not a csv file that can be read: {error}") from None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, InvalidFileException) as error:
+        raise Unreadable(
+            422,
+            f"{path.name} could not be read ({type(error).__name__}: {error}): check that it is "
+            "a spreadsheet saved whole, as .xlsx or .csv, or move it out of the folder",
+        ) from None
+
+
+def _open(path: Path) -> BinaryIO:
+    """`path` opened for reading."""
+    return path.open("rb")
 
 
 def _read(table: Table) -> tuple[list[str], list[dict[str, Any]]]:
     """The table's columns (its first row) and its rows; empty rows are skipped."""
-    if table.sheet is None:
-        with table.path.open(encoding="utf-8-sig", newline="") as file:
-            lines: list[list[Any]] = list(csv.reader(file, delimiter=_delimiter(table.path)))
-    else:
-        workbook = load_workbook(table.path, read_only=True, data_only=True)
-        try:
-            lines = [list(line) for line in workbook[table.sheet].iter_rows(values_only=True)]
-        finally:
-            workbook.close()
+    with _readable(table.path):
+        if table.sheet is None:
+            with io.TextIOWrapper(_open(table.path), encoding="utf-8-sig", newline="") as file:
+                lines: list[list[Any]] = list(csv.reader(file, delimiter=_delimiter(file)))
+        else:
+            workbook = load_workbook(_open(table.path), read_only=True, data_only=True)
+            try:
+                cells = workbook[table.sheet].iter_rows(values_only=True)
+                lines = [list(line) for line in cells]
+            finally:
+                workbook.close()
     lines = [line for line in lines if any(value not in (None, "") for value in line)]
     if not lines:
         return [], []
@@ -235,15 +291,15 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _delimiter(path: Path) -> str:
+def _delimiter(file: TextIO) -> str:
     """The file's delimiter (`,`, `;` or tab, as spreadsheet programs write them).
 
     Only the delimiter is sniffed: the rest is Excel's dialect, quotes doubled inside
     quoted values, since the sniffer says `doublequote=False` for most samples and the
     csv writer then cannot write a value with a `"` in it at all.
     """
-    with path.open(encoding="utf-8-sig", newline="") as file:
-        sample = file.read(8192)
+    sample = file.read(8192)
+    file.seek(0)
     try:
         return csv.Sniffer().sniff(sample, delimiters=",;\t").delimiter
     except csv.Error:
@@ -279,8 +335,9 @@ def _write(path: Path, fill: Callable[[Path], None]) -> None:
 
 def _append_csv(path: Path, target: Path, columns: list[str], values: list[Any]) -> None:
     """The file's bytes as they are, then the row in the file's own dialect."""
-    content = path.read_bytes()
-    delimiter = _delimiter(path)
+    with _open(path) as file:
+        content = file.read()
+    delimiter = _delimiter(io.StringIO(content.decode("utf-8-sig")))
     ending = "\r\n" if b"\r\n" in content else "\n"
     line = io.StringIO()
     writer = csv.writer(line, delimiter=delimiter, lineterminator=ending)
@@ -291,7 +348,8 @@ def _append_csv(path: Path, target: Path, columns: list[str], values: list[Any])
 
 
 def _append_xlsx(table: Table, target: Path, columns: list[str], values: list[Any]) -> None:
-    workbook = load_workbook(table.path)
+    with _readable(table.path):
+        workbook = load_workbook(_open(table.path))
     _refuse_formulas(table, workbook)
     sheet = workbook[str(table.sheet)]
     last = max(

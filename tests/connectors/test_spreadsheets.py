@@ -222,6 +222,9 @@ def untidy(tmp_path_factory: pytest.TempPathFactory, run_connector: RunConnector
     (folder / "~$budget.xlsx").write_bytes(b"\x05owner\x00" * 20)
     (folder / "legacy.csv").write_bytes("name,city\nJos\xe9,M\xfcnchen\n".encode("cp1252"))
     (folder / "broken.xlsx").write_bytes(b"PK\x03\x04 not really a zip")
+    (folder / "passwd.csv").symlink_to("/etc/passwd")
+    (folder / "outside.csv").symlink_to(folder.parent / "elsewhere.csv")
+    (folder.parent / "elsewhere.csv").write_text("secret\n1\n")
     return run_connector("spreadsheets", {"SPREADSHEETS_DIR": str(folder)})
 
 
@@ -241,6 +244,16 @@ def test_a_file_that_cannot_be_read_is_named_and_does_not_stop_the_others(
     assert_problem(broken, 422, "broken.xlsx could not be read", "move it out")
     owner = untidy.call("GET", "/read_rows", params={"table": "~$budget.Sheet"})
     assert_problem(owner, 404, "there are: good")
+
+
+def test_symbolic_links_are_not_followed(untidy: Connector) -> None:
+    """A link in the folder could serve any file the service may read."""
+    names = [table["name"] for table in untidy.call("GET", "/list_tables").json()["tables"]]
+    assert "passwd" not in names
+    assert "outside" not in names
+    for table in ("passwd", "outside"):
+        answer = untidy.call("GET", "/read_rows", params={"table": table})
+        assert_problem(answer, 404, f"no table {table!r}")
 
 
 def test_calls_without_the_gateways_identity_are_401s(spreadsheets: Connector) -> None:

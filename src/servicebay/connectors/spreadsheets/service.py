@@ -61,13 +61,15 @@ def folder() -> Path:
 
 def files() -> list[Path]:
     """The folder's csv and xlsx files; names starting with `.` are skipped, and `~$` ones
-    too: Excel's lock files beside the workbooks it has open, which are not workbooks."""
+    too: Excel's lock files beside the workbooks it has open, which are not workbooks.
+    Symbolic links are skipped: one could serve any file the service may read."""
     return [
         path
         for path in sorted(folder().iterdir())
         if not path.name.startswith((".", "~$"))
         and path.suffix.lower() in (".csv", ".xlsx")
         and path.is_file()
+        and not path.is_symlink()
     ]
 
 
@@ -202,8 +204,9 @@ def _readable(path: Path) -> Iterator[None]:
 
 
 def _open(path: Path) -> BinaryIO:
-    """`path` opened for reading."""
-    return path.open("rb")
+    """`path` opened for reading, never through a symbolic link (one put in its place after
+    the folder was listed is an `OSError`, so `Unreadable`)."""
+    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
 
 
 def _read(table: Table) -> tuple[list[str], list[dict[str, Any]]]:
@@ -310,7 +313,8 @@ def _delimiter(file: TextIO) -> str:
 def _locked(path: Path) -> Iterator[None]:
     """One writer at a time per spreadsheet: a lock on a file beside it (the spreadsheet
     itself is replaced by each write, so it cannot hold the lock)."""
-    with path.with_name(f".{path.name}.lock").open("a") as lock:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+    with os.fdopen(os.open(path.with_name(f".{path.name}.lock"), flags, 0o666), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

@@ -132,6 +132,25 @@ def test_a_value_with_quotes_is_appended_to_a_csv_with_its_quotes_doubled(
     assert rows(spreadsheets, "quotes")["rows"][-1] == {"name": 'say "hi"', "notes": ""}
 
 
+def test_text_a_spreadsheet_program_would_run_as_a_formula_is_refused_in_a_csv(
+    spreadsheets: Connector, folder: Path
+) -> None:
+    (folder / "contacts.csv").write_text("name,notes,phone,balance\n")
+    bad = {"name": '=HYPERLINK("http://evil","x")', "notes": "@SUM(A1)", "phone": "+49 30 1"}
+    answer = spreadsheets.call("POST", "/append_row", params={"table": "contacts"}, json=bad)
+    problem = assert_problem(answer, 400, "body.name", "body.notes", "body.phone")
+    assert {error["type"] for error in problem["errors"]} == {"formula"}
+    for start in ("-", "\t", "\r"):
+        answer = spreadsheets.call(
+            "POST", "/append_row", params={"table": "contacts"}, json={"notes": f"{start}x"}
+        )
+        assert_problem(answer, 400, "body.notes")
+    assert (folder / "contacts.csv").read_text() == "name,notes,phone,balance\n"
+    fine = {"name": "ann", "notes": "a = b", "balance": -5}
+    answer = spreadsheets.call("POST", "/append_row", params={"table": "contacts"}, json=fine)
+    assert answer.status_code == 201, answer.text
+
+
 def test_a_row_appended_to_a_sheet_is_typed_and_text_stays_text(
     spreadsheets: Connector, folder: Path
 ) -> None:

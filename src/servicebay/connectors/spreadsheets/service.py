@@ -42,6 +42,8 @@ app = Service(
 
 MAX_LIMIT = 10_000
 SCALARS = (str, int, float, bool)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a csv cell's text may not start with (OWASP, CSV injection)."""
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,7 @@ def append_row(table: str, row: dict[str, Any]) -> dict[str, Any]:
     found = _table(table)
     with _locked(found.path):
         columns, rows = _read(found)
-        values = _checked(row, columns)
+        values = _checked(row, columns, csv_file=found.sheet is None)
         if found.sheet is None:
             _write(found.path, lambda target: _append_csv(found.path, target, columns, values))
         else:
@@ -255,8 +257,13 @@ def _filters(where: str | None, columns: list[str]) -> list[tuple[str, str]]:
     return [(name, _text(value)) for name, value in wanted.items()]
 
 
-def _checked(row: dict[str, Any], columns: list[str]) -> list[Any]:
-    """The row's values in column order, or a 400 listing every key and value that is wrong."""
+def _checked(row: dict[str, Any], columns: list[str], *, csv_file: bool) -> list[Any]:
+    """The row's values in column order, or a 400 listing every key and value that is wrong.
+
+    In a csv file, text starting with `=`, `+`, `-`, `@`, tab or carriage return is refused
+    (OWASP's CSV injection list): a spreadsheet program opening the file would run it as a
+    formula. Numbers are sent as JSON numbers, so `-5` still goes in.
+    """
     errors = [
         {
             "loc": ["body", key],
@@ -271,6 +278,18 @@ def _checked(row: dict[str, Any], columns: list[str]) -> list[Any]:
         for key, value in row.items()
         if value is not None and not isinstance(value, SCALARS)
     ]
+    if csv_file:
+        errors += [
+            {
+                "loc": ["body", key],
+                "msg": "starts with = + - @, a tab or a carriage return, which a spreadsheet "
+                "program would run as a formula; send numbers as JSON numbers, or start the "
+                "text otherwise",
+                "type": "formula",
+            }
+            for key, value in row.items()
+            if isinstance(value, str) and value.startswith(FORMULA_STARTS)
+        ]
     if not columns:
         errors.append({"loc": ["body"], "msg": "the table has no header row", "type": "header"})
     elif all(row.get(name) in (None, "") for name in columns) and not errors:

@@ -3,6 +3,7 @@ do with a credential, and how failures become problems naming the vendor."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 
@@ -69,6 +70,53 @@ def test_an_answer_that_is_not_json_is_a_502_naming_the_vendor(vendor: FakeServe
     assert (failed.value.status, failed.value.detail) == (
         502,
         "Vendor answered 502 with a body that is not JSON",
+    )
+
+
+def raw_vendor(answer: bytes) -> str:
+    """A vendor that answers each request with exactly `answer`, HTTP or not, then hangs up."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (b"HELLO THERE\r\n\r\n", "HELLO THERE"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{}", "IncompleteRead"),
+        (
+            b"HTTP/1.1 200 OK\r\n"
+            + b"".join(b"X-%d: a\r\n" % n for n in range(101))
+            + b"Content-Length: 2\r\n\r\n{}",
+            "more than 100 headers",
+        ),
+    ],
+    ids=["status line", "short body", "too many headers"],
+)
+def test_an_answer_that_is_not_http_is_a_502_naming_the_vendor(answer: bytes, reason: str) -> None:
+    with pytest.raises(HttpError) as failed:
+        Upstream("Vendor", raw_vendor(answer), bearer=TOKEN).request("GET", "/x")
+    assert failed.value.status == 502
+    assert failed.value.detail.startswith("Vendor answered with a broken HTTP message")
+    assert reason in failed.value.detail
+
+
+def test_json_nested_too_deep_to_parse_is_a_502_naming_the_vendor(vendor: FakeServer) -> None:
+    vendor.route("GET", "/deep", lambda _: Answer(200, b"[" * 100_000 + b"]" * 100_000))
+    with pytest.raises(HttpError) as failed:
+        Upstream("Vendor", vendor.url).request("GET", "/deep").json()
+    assert (failed.value.status, failed.value.detail) == (
+        502,
+        "Vendor answered 200 with a body that is not JSON",
     )
 
 

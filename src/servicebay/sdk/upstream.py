@@ -10,7 +10,7 @@ SDK is where it lives because a deployed code service gets only its own folder a
 staged SDK on its path. Standard library only (`urllib`), like the rest of the SDK.
 
 What it guarantees: a vendor that cannot be reached, times out or answers something that
-is not JSON becomes a 502 or 504 `HttpError` naming the vendor, never a traceback;
+is not JSON (or is not HTTP) becomes a 502 or 504 `HttpError` naming the vendor, never a traceback;
 redirects are not followed (they would carry the credential to wherever they point); a
 URL outside the base URL is refused (a vendor's pagination link cannot send the token
 elsewhere); and the `secrets` given never appear in a problem's detail.
@@ -18,6 +18,7 @@ elsewhere); and the `secrets` given never appear in a problem's detail.
 
 from __future__ import annotations
 
+import http.client
 import json as jsonlib
 import os
 import urllib.error
@@ -83,7 +84,7 @@ class Reply:
         """The body as JSON; a 502 naming the vendor when it is not."""
         try:
             return jsonlib.loads(self.body) if self.body.strip() else None
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
             raise HttpError(
                 502,
                 f"{self.vendor} answered {self.status} with a body that is not JSON",
@@ -169,6 +170,9 @@ class Upstream:
             raise self._timeout() from None
         except OSError as failure:
             raise self.error(f"broke off the answer: {failure}") from None
+        except http.client.HTTPException as failure:  # a bad status line, a short body, ...
+            reason = str(failure) or type(failure).__name__
+            raise self.error(f"answered with a broken HTTP message: {reason}") from None
 
     def error(
         self, detail: str, *, status: int = 502, headers: dict[str, str] | None = None

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import suppress
 
 import pytest
 
 from servicebay.fakes.base import Answer, FakeServer, Received
 from servicebay.sdk import HttpError
-from servicebay.sdk.upstream import Upstream, problem, setting
+from servicebay.sdk.upstream import MAX_ANSWER_BYTES, Upstream, problem, setting
 
 TOKEN = "vendor-token-0123456789"
 
@@ -135,6 +137,43 @@ def test_a_vendor_that_does_not_answer_in_time_is_a_504(vendor: FakeServer) -> N
         release.set()
     assert failed.value.status == 504
     assert failed.value.detail == "Vendor did not answer within 0.2 s"
+
+
+def test_a_vendor_that_answers_a_byte_at_a_time_is_cut_off_at_the_timeout() -> None:
+    """Each byte comes well within the timeout, the whole answer never would."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def drip() -> None:
+        connection, _ = listener.accept()
+        with connection, suppress(OSError):
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            for _ in range(1000):
+                connection.sendall(b" ")
+                time.sleep(0.05)
+
+    threading.Thread(target=drip, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    started = time.monotonic()
+    with pytest.raises(HttpError) as failed:
+        Upstream("Vendor", url, timeout=0.5).request("GET", "/drip")
+    assert time.monotonic() - started < 3
+    assert (failed.value.status, failed.value.detail) == (504, "Vendor did not answer within 0.5 s")
+    listener.close()
+
+
+def test_an_answer_larger_than_the_cap_is_a_502(vendor: FakeServer) -> None:
+    vendor.route("GET", "/big", lambda _: Answer(200, b"x" * 1001))
+    vendor.route("GET", "/fits", lambda _: Answer(200, b"x" * 1000))
+    upstream = Upstream("Vendor", vendor.url, max_answer_bytes=1000)
+    assert upstream.request("GET", "/fits").body == b"x" * 1000
+    with pytest.raises(HttpError) as failed:
+        upstream.request("GET", "/big")
+    assert (failed.value.status, failed.value.detail) == (
+        502,
+        "Vendor answered more than 1000 bytes",
+    )
+    assert MAX_ANSWER_BYTES == 16 * 1024 * 1024
 
 
 def test_an_unreachable_vendor_is_a_502() -> None:

@@ -10,10 +10,12 @@ SDK is where it lives because a deployed code service gets only its own folder a
 staged SDK on its path. Standard library only (`urllib`), like the rest of the SDK.
 
 What it guarantees: a vendor that cannot be reached, times out or answers something that
-is not JSON (or is not HTTP) becomes a 502 or 504 `HttpError` naming the vendor, never a traceback;
-redirects are not followed (they would carry the credential to wherever they point); a
-URL outside the base URL is refused (a vendor's pagination link cannot send the token
-elsewhere); and the `secrets` given never appear in a problem's detail.
+is not JSON (or is not HTTP) becomes a 502 or 504 `HttpError` naming the vendor, never a
+traceback; a request takes at most its `timeout` in all and reads an answer body of at
+most `MAX_ANSWER_BYTES`; redirects are not followed (they would carry the credential to
+wherever they point); a URL outside the base URL is refused (a vendor's pagination link
+cannot send the token elsewhere); and the `secrets` given never appear in a problem's
+detail.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from __future__ import annotations
 import http.client
 import json as jsonlib
 import os
+import socket
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from email.message import Message
 from typing import Any
@@ -31,9 +36,12 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from servicebay.sdk.service import HttpError
 
-__all__ = ["Reply", "Upstream", "problem", "setting"]
+__all__ = ["MAX_ANSWER_BYTES", "Reply", "Upstream", "problem", "setting"]
 
 DEFAULT_TIMEOUT = 30.0
+"""Seconds a whole request may take, from connecting to the last byte of the answer."""
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+"""The largest answer body read (16 MiB); a larger one is a 502, not a service out of memory."""
 _REDACTED = "[redacted]"
 
 
@@ -99,14 +107,96 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirects)
+class _Deadline:
+    """A request's total time: when it is up, the connection's socket is shut down, which
+    ends whatever read is waiting (a socket timeout bounds only each read, and a vendor
+    sending a byte at a time would never trip it)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        self._deadline.watch(self.sock)
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        self._deadline.watch(self.sock)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        # the connection classes take the extra `deadline`, which typeshed's protocol lacks
+        return self.do_open(_HTTPConnection, req, deadline=self._deadline)  # type: ignore[arg-type]
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        context = self._context  # type: ignore[attr-defined]
+        connection = _HTTPSConnection
+        return self.do_open(connection, req, context=context, deadline=self._deadline)  # type: ignore[arg-type]
+
+
+def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(
+        _NoRedirects, _HTTPHandler(deadline), _HTTPSHandler(deadline)
+    )
 
 
 class Upstream:
     """One vendor API at `base_url`, called with the same `headers` each time.
 
     `bearer` is the usual credential, sent as `Authorization: Bearer <token>` and kept out
-    of problems like the other `secrets`.
+    of problems like the other `secrets`. `timeout` bounds each request as a whole, and an
+    answer body over `max_answer_bytes` is a 502.
     """
 
     def __init__(
@@ -118,6 +208,7 @@ class Upstream:
         headers: Mapping[str, str] | None = None,
         secrets: Iterable[str] = (),
         timeout: float = DEFAULT_TIMEOUT,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         split = urlsplit(base_url)
         if split.scheme not in ("http", "https") or not split.netloc:
@@ -130,6 +221,7 @@ class Upstream:
             self.headers["Authorization"] = f"Bearer {bearer}"
             self.secrets += (bearer,)
         self.timeout = timeout
+        self.max_answer_bytes = max_answer_bytes
 
     def request(
         self,
@@ -157,11 +249,19 @@ class Upstream:
         # S310: the base URL is checked to be http(s) and every URL is under it
         request = urllib.request.Request(url, data=data, headers=sent, method=method)  # noqa: S310
         try:
-            with _OPENER.open(request, timeout=self.timeout) as answer:
-                return Reply(answer.status, answer.headers, answer.read(), self.vendor)
-        except urllib.error.HTTPError as answer:
-            with answer:
-                return Reply(answer.code, answer.headers, answer.read(), self.vendor)
+            with _Deadline(self.timeout) as deadline:
+                try:
+                    with _opener(deadline).open(request, timeout=self.timeout) as answer:
+                        reply = Reply(
+                            answer.status, answer.headers, self._read(answer), self.vendor
+                        )
+                except urllib.error.HTTPError as answer:
+                    with answer:
+                        reply = Reply(answer.code, answer.headers, self._read(answer), self.vendor)
+                finally:
+                    if deadline.expired:
+                        raise self._timeout() from None
+                return reply
         except urllib.error.URLError as failure:
             if isinstance(failure.reason, TimeoutError):
                 raise self._timeout() from None
@@ -179,6 +279,18 @@ class Upstream:
     ) -> HttpError:
         """A problem about the vendor: `problem(vendor, detail, ...)` with its secrets."""
         return problem(self.vendor, detail, secrets=self.secrets, status=status, headers=headers)
+
+    def _read(self, answer: Any) -> bytes:
+        """The body, or a 502 when it is larger than `max_answer_bytes` (one more is read
+        to tell). A read of a given size does not raise on a short body, so a body shorter
+        than its Content-Length (`length` is what was left unread) is raised here."""
+        body: bytes = answer.read(self.max_answer_bytes + 1)
+        if len(body) > self.max_answer_bytes:
+            raise self.error(f"answered more than {self.max_answer_bytes} bytes")
+        missing = getattr(answer, "length", None)
+        if isinstance(missing, int) and missing > 0:
+            raise http.client.IncompleteRead(body, missing)
+        return body
 
     def _timeout(self) -> HttpError:
         return self.error(f"did not answer within {self.timeout:g} s", status=504)

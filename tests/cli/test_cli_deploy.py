@@ -209,21 +209,21 @@ def test_deploy_json_prints_the_finished_version_and_keeps_the_log_off_stdout(
     assert "Building" in result.stderr
 
 
-def test_code_services_are_refused_before_uploading(
+def test_a_code_service_without_its_secret_is_refused_saying_how_to_set_it(
     bay: Bay, admin: httpx.Client, tmp_path: Path
 ) -> None:
     service = make_folder(
         tmp_path,
         {
             "service.json": '{"name": "crm_code", "kind": "code", "description": "CRM", '
-            '"start command": "python service.py"}',
+            '"start command": "python service.py", "secrets": ["CRM_TOKEN"]}',
             "service.py": "print('serving')\n",
             "README.md": "# CRM\n",
         },
     )
     result = bay("deploy", str(service))
     assert_clean_failure(result)
-    assert "Code services arrive in a later release" in result.stderr
+    assert "bay secrets set CRM_TOKEN --allow service:crm_code" in result.stderr
     assert admin.get("/api/v1/deployments/crm_code").status_code == 404
 
 

@@ -351,19 +351,27 @@ def test_the_articles_impossible_cron_line_names_the_field_and_a_fix(
     assert "'0 0 * * 0'" in error["fix"]
 
 
-def test_a_code_service_folder_is_refused_until_code_services_arrive(
+def test_a_code_service_needing_a_secret_it_may_not_have_is_refused_naming_the_fix(
     admin: httpx.Client, tmp_path: Path
 ) -> None:
     folder = folder_of(
         tmp_path,
         {
             "service.json": '{"name": "crm_code", "kind": "code", "description": "CRM", '
-            '"start command": "python service.py"}',
+            '"start command": "python service.py", "secrets": ["CRM_TOKEN", "CRM_OTHER"]}',
             "service.py": "print('serving')\n",
             "README.md": "# CRM\n",
         },
     )
-    assert_problem(upload(admin, build_bundle(folder).data), 400, "arrive in a later release")
+    stored = admin.put("/api/v1/secrets/CRM_OTHER", json={"value": "x", "allow": []})
+    assert stored.status_code == 200, stored.text
+    problem = assert_problem(
+        upload(admin, build_bundle(folder).data),
+        400,
+        "bay secrets set CRM_TOKEN --allow service:crm_code",
+    )
+    assert "bay secrets allow CRM_OTHER service:crm_code" in problem["detail"]
+    assert admin.get("/api/v1/deployments/crm_code").status_code == 404
 
 
 def test_an_upload_over_the_body_limit_is_a_413(admin: httpx.Client) -> None:

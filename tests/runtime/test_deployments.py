@@ -188,7 +188,9 @@ def test_a_refused_upload_leaves_nothing_behind(home: Path) -> None:
     assert list((layout.root / "uploads").iterdir()) == []
 
 
-def test_services_are_refused_saying_what_to_do_instead(home: Path) -> None:
+def test_code_services_are_received_and_other_services_refused_saying_what_to_do(
+    home: Path,
+) -> None:
     layout = Layout(home)
     code = write_folder(
         home / "crm",
@@ -199,8 +201,11 @@ def test_services_are_refused_saying_what_to_do_instead(home: Path) -> None:
             "README.md": "# CRM\n",
         },
     )
-    with pytest.raises(InvalidInput, match="code services arrive in a later release"):
-        deployments.receive_bundle(layout, build_bundle(code).data, None)
+    received = deployments.receive_bundle(layout, build_bundle(code).data, None)
+    try:
+        assert (received.name, received.kind) == ("crm", "service")
+    finally:
+        received.discard()
     sql = write_folder(
         home / "sales",
         {

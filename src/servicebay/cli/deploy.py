@@ -10,9 +10,10 @@ needs nothing but plain requests, survives proxies that buffer streamed answers,
 be resumed by anyone (`bay deployments show NAME --version N`).
 
 A `service.json` of kind `sql` or `http` has nothing to build: it is registered as
-`bay services register` does. Code services arrive later, and are refused here before
-anything is uploaded. After a server's deploy, `bay deploy` waits (up to a minute) for the
-new version to serve, and prints its URLs and state.
+`bay services register` does; one of kind `code` deploys like a server. After a server's
+or code service's deploy, `bay deploy` waits (up to a minute) for the new version to
+serve, and prints its URLs and state; a code service whose OpenAPI is refused (an
+undocumented endpoint) fails the deploy, saying which.
 """
 
 from __future__ import annotations
@@ -56,8 +57,6 @@ from servicebay.runtime.schedule import parse_cron
 POLL_SECONDS = 0.5
 UPLOAD_WRITE_TIMEOUT = 300.0
 NEXT_RUNS = 3
-LATER = "Code services arrive in a later release; this one deploys cron.json, webhook.json " \
-    "and server_deployment.json folders (and registers sql and http services)"  # fmt: skip
 SERVER_WAIT_SECONDS = 60.0
 """How long `bay deploy` waits for a server's new version to serve before saying so."""
 
@@ -171,8 +170,6 @@ def deploy(
     if isinstance(config, ServiceConfig) and config.kind != "code":
         services.register(ctx, folder, as_json)
         return
-    if check.kind == "service":
-        fail(LATER)
     try:
         bundle = build_bundle(folder)
     except BundleError as error:
@@ -245,12 +242,20 @@ def _what_next(api: Api, name: str, version: Row) -> None:
         for index in range(NEXT_RUNS):
             due = schedule.next_after(due)
             lines.append(("next runs" if index == 0 else "", _in_zones(due, config["timezone"])))
-    elif version["kind"] == "server":
+    elif version["kind"] in ("server", "service"):
         shown = _serving(api, name, int(version["version"]))
         server = shown.get("server") or {}
         state = server.get("state") or "starting"
         reason = f": {server['reason']}" if server.get("reason") else ""
-        lines.append(("url", f"{api.url}/apps/{name}/"))
+        refused = _refused(api, name, int(version["version"]))
+        if refused is not None:
+            fail(
+                f"{name} version {version['version']} built but was refused, so it does not "
+                f"serve: {refused}",
+                f"`bay deployments show {name}` shows which version serves instead.",
+                code=EXIT_NO,
+            )
+        lines.append(("url", str(server.get("url") or f"{api.url}/apps/{name}/")))
         if shown.get("domain_url"):
             lines.append(("also at", str(shown["domain_url"])))
         lines.append(("state", f"{state}{reason}"))
@@ -266,7 +271,7 @@ def _what_next(api: Api, name: str, version: Row) -> None:
     for label, value in lines:
         grid.add_row(Text(label), Text(value))
     console.print(grid)
-    if version["kind"] == "server" and state == "crash_looping":
+    if version["kind"] in ("server", "service") and state == "crash_looping":
         fail(
             f"{name} version {version['version']} is active but does not serve: it keeps crashing",
             f"`bay deployments logs {name}` has its output; fix it and deploy again, or "
@@ -276,15 +281,26 @@ def _what_next(api: Api, name: str, version: Row) -> None:
 
 
 def _serving(api: Api, name: str, number: int) -> Row:
-    """The deployment once version `number` serves or crash-loops (or after a while)."""
+    """The deployment once version `number` serves, crash-loops or was refused (or after a
+    while)."""
     deadline = time.monotonic() + SERVER_WAIT_SECONDS
     while True:
         shown: Row = api.request("GET", api_path("deployments", name))
         server = shown.get("server") or {}
         serving = server.get("state") == "running" and server.get("version") == number
-        if serving or server.get("state") == "crash_looping" or time.monotonic() > deadline:
+        stopped = server.get("state") == "crash_looping" or shown.get("active_version") != number
+        if serving or stopped or time.monotonic() > deadline:
             return shown
         time.sleep(POLL_SECONDS)
+
+
+def _refused(api: Api, name: str, number: int) -> str | None:
+    """Why version `number` was refused once it built (a code service's OpenAPI), if it was."""
+    version: Row = api.request("GET", api_path("deployments", name, "versions", str(number)))
+    if version["status"] != "failed":
+        return None
+    lines = [line for line in str(version["build_log"]).splitlines() if "refused" in line]
+    return lines[-1].removeprefix("[servicebay] ") if lines else "see its build log"
 
 
 def _in_zones(due: datetime, timezone: str) -> str:

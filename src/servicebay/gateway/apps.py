@@ -20,6 +20,11 @@ the supervisor keeps healthy (`runtime.supervisor`):
    The answer goes back as the server gave it, minus `Set-Cookie` of a `bay_*` cookie.
 4. **Failures.** No healthy process: 503 naming the server's state. The upstream refusing
    the connection or breaking off: 502; not answering within `UPSTREAM_READ_SECONDS`: 504.
+
+Code services (`service.json` of kind `code`) are supervised processes too, but mounted at
+`/{name}/...` by the service dispatch (`gateway/dispatch.py`), which authenticates,
+authorises per endpoint and audits the call as for every service, then hands it to the
+same proxy (`Proxied`, `forward`): what the process sees, and the failures, are the same.
 """
 
 from __future__ import annotations
@@ -62,8 +67,8 @@ from servicebay.gateway.envelope import SANE_REQUEST_ID, outcome_of
 from servicebay.gateway.hooks import HOP_BY_HOP, OWN_HEADER_PREFIX, subdomain_of
 from servicebay.gateway.limits import RateLimiter
 from servicebay.gateway.problems import error_response
-from servicebay.runtime.config import DEPLOYMENT_NAME, ServerConfig
-from servicebay.runtime.supervisor import Routes
+from servicebay.runtime.config import DEPLOYMENT_NAME, ServerConfig, ServiceConfig
+from servicebay.runtime.supervisor import Routes, config_of
 from servicebay.sdk.identity import HEADER as IDENTITY_HEADER
 from servicebay.sdk.identity import sign_identity
 
@@ -85,20 +90,27 @@ LOOKUPS_KEPT = 10_000
 
 @dataclass(frozen=True)
 class App:
-    """A server deployment as calls to it see it."""
+    """A server deployment, or a code service's, as calls to it see it."""
 
     name: str
     owner_id: str
-    config: ServerConfig | None
+    config: ServerConfig | ServiceConfig | None
     """Its active version's; None when no version built yet."""
     state: str | None
     reason: str | None
     address: str | None
     """As the supervisor recorded it: for nodes that do not supervise it themselves."""
+    kind: str = "server"
+    """The deployment's kind: `server`, or `service` (code)."""
 
     @property
     def resource(self) -> str:
         return f"app:{self.name}"
+
+    @property
+    def label(self) -> str:
+        """How problems name it: `app NAME` or `service NAME`."""
+        return f"{'app' if self.kind == 'server' else 'service'} {self.name}"
 
 
 class Apps:
@@ -115,7 +127,7 @@ class Apps:
             follow_redirects=False,
             trust_env=False,
         )
-        self._found: dict[str, tuple[float, App | None]] = {}
+        self._found: dict[tuple[str, str], tuple[float, App | None]] = {}
 
     async def start(self) -> None:
         """Nothing to start: the client connects on first use."""
@@ -123,18 +135,19 @@ class Apps:
     async def stop(self) -> None:
         await self.client.aclose()
 
-    async def find(self, name: str) -> App | None:
-        """The server deployment `name`, or None (nothing, or another kind, has that name)."""
-        hit = self._found.get(name)
+    async def find(self, name: str, kind: str = "server") -> App | None:
+        """The deployment `name` of `kind` (`server`, or `service` for a code service), or
+        None (nothing, or another kind, has that name)."""
+        hit = self._found.get((kind, name))
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        found = await self._read(name)
+        found = await self._read(name, kind)
         if len(self._found) >= LOOKUPS_KEPT:
             self._found.clear()
-        self._found[name] = (time.monotonic() + self.ttl, found)
+        self._found[(kind, name)] = (time.monotonic() + self.ttl, found)
         return found
 
-    async def _read(self, name: str) -> App | None:
+    async def _read(self, name: str, kind: str) -> App | None:
         async with self.instance.sessions() as session:
             row = (
                 await session.execute(
@@ -146,13 +159,13 @@ class Apps:
                             DeploymentVersion.version == Deployment.active_version,
                         ),
                     )
-                    .where(Deployment.name == name, Deployment.kind == "server")
+                    .where(Deployment.name == name, Deployment.kind == kind)
                 )
             ).first()
         if row is None:
             return None
         deployment, version = row
-        config = None if version is None else ServerConfig.model_validate(version.config)
+        config = None if version is None else config_of(kind, version.config)
         return App(
             name,
             deployment.owner_id,
@@ -160,6 +173,7 @@ class Apps:
             deployment.server_state,
             deployment.server_reason,
             deployment.server_address,
+            kind,
         )
 
     @contextlib.contextmanager
@@ -175,12 +189,12 @@ class Apps:
             return
         if app.config is None:
             raise ServiceUnavailable(
-                f"app {app.name} has no version that built yet; `bay deployments show "
+                f"{app.label} has no version that built yet; `bay deployments show "
                 f"{app.name}` has the build log"
             )
         why = f": {app.reason}" if app.reason else ""
         raise ServiceUnavailable(
-            f"app {app.name} is not serving right now ({app.state or 'starting'}{why}); "
+            f"{app.label} is not serving right now ({app.state or 'starting'}{why}); "
             f"`bay deployments logs {app.name}` has its output"
         )
 
@@ -245,7 +259,7 @@ class AppCalls:
     async def _admit(self, scope: Scope, app: App, context: RequestContext) -> Principal | None:
         """The caller (None for a public server); refusals are 401 or 403."""
         context.record("app.invoke", app.resource)
-        if app.config is not None and app.config.auth == "public":
+        if isinstance(app.config, ServerConfig) and app.config.auth == "public":
             return None
         instance: Instance = self.state.instance
         limiter: RateLimiter = self.state.rate_limiter
@@ -272,45 +286,7 @@ class AppCalls:
             location = f"{prefix}/" + (f"?{query}" if query else "")
             await RedirectResponse(location, status_code=307)(scope, receive, send)
             return
-        apps: Apps = self.state.apps
-        headers = _upstream_headers(scope, prefix, caller, context.request_id, apps, name)
-        with apps.upstream(app) as address:
-            url = f"http://{address}{_raw_path(scope, prefix)}"
-            query = _query(scope)
-            request = apps.client.build_request(
-                scope["method"],
-                f"{url}?{query}" if query else url,
-                headers=headers,
-                content=_body(receive) if _has_body(scope) else None,
-            )
-            try:
-                response = await apps.client.send(request, stream=True)
-            except httpx.TimeoutException:
-                raise GatewayTimeout(
-                    f"app {name} did not answer within {UPSTREAM_READ_SECONDS:g} s"
-                ) from None
-            except httpx.HTTPError as error:
-                raise BadGateway(
-                    f"app {name} could not be reached ({type(error).__name__}); "
-                    f"`bay deployments logs {name}` has its output"
-                ) from None
-            context.detail["status"] = response.status_code
-            try:
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": response.status_code,
-                        "headers": _answer_headers(response.headers.raw),
-                    }
-                )
-                try:
-                    async for chunk in response.aiter_raw():
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                except httpx.HTTPError as error:
-                    log.warning("app %s broke off its answer: %s", name, type(error).__name__)
-                await send({"type": "http.response.body", "body": b""})
-            finally:
-                await response.aclose()
+        await forward(self.state.apps, app, scope, receive, send, prefix, caller)
 
     async def _websocket(
         self, scope: Scope, receive: Receive, send: Send, name: str, prefix: str
@@ -363,6 +339,73 @@ class AppCalls:
                     detail=context.detail,
                 )
             )
+
+
+class Proxied:
+    """An ASGI answer that is a call forwarded to `app` (the service dispatch's hand-off
+    of a code-service call it has admitted); a failure to reach it is a problem."""
+
+    def __init__(self, apps: Apps, app: App, prefix: str, caller: Principal) -> None:
+        self.apps, self.app, self.prefix, self.caller = apps, app, prefix, caller
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await forward(self.apps, self.app, scope, receive, send, self.prefix, self.caller)
+        except ServiceBayError as error:
+            await error_response(scope, error)(scope, receive, send)
+
+
+async def forward(
+    apps: Apps,
+    app: App,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    prefix: str,
+    caller: Principal | None,
+) -> None:
+    """Stream an admitted HTTP call to `app`'s process and its answer back: the path minus
+    `prefix`, the caller's key and the platform's headers stripped, identity added."""
+    name = app.name
+    context = request_context(scope)
+    headers = _upstream_headers(scope, prefix, caller, context.request_id, apps, name)
+    with apps.upstream(app) as address:
+        url = f"http://{address}{_raw_path(scope, prefix)}"
+        query = _query(scope)
+        request = apps.client.build_request(
+            scope["method"],
+            f"{url}?{query}" if query else url,
+            headers=headers,
+            content=_body(receive) if _has_body(scope) else None,
+        )
+        try:
+            response = await apps.client.send(request, stream=True)
+        except httpx.TimeoutException:
+            raise GatewayTimeout(
+                f"{app.label} did not answer within {UPSTREAM_READ_SECONDS:g} s"
+            ) from None
+        except httpx.HTTPError as error:
+            raise BadGateway(
+                f"{app.label} could not be reached ({type(error).__name__}); "
+                f"`bay deployments logs {name}` has its output"
+            ) from None
+        context.detail["status"] = response.status_code
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": _answer_headers(response.headers.raw),
+                }
+            )
+            try:
+                async for chunk in response.aiter_raw():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except httpx.HTTPError as error:
+                log.warning("%s broke off its answer: %s", app.label, type(error).__name__)
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            await response.aclose()
 
 
 async def _pass_websocket(

@@ -6,7 +6,9 @@ response validation, and skipping them is most of the gateway's cost per call. T
 platform's own prefixes are reserved names, so they always fall through to FastAPI.
 
 The service names the permission a call needs without touching its data source; the
-decision is made here, before any query runs.
+decision is made here, before any query runs. A code service's call, once admitted, is
+handed to the hosted servers' reverse proxy (`gateway.apps.Proxied`) rather than parsed:
+its body streams to the supervised process untouched.
 """
 
 from __future__ import annotations
@@ -20,20 +22,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from servicebay.core.access import Principal
 from servicebay.core.errors import (
     Forbidden,
     InvalidInput,
     MethodNotAllowed,
     NotFound,
     ServiceBayError,
+    ServiceUnavailable,
 )
 from servicebay.core.instance import Instance
+from servicebay.gateway.apps import Apps, Proxied
 from servicebay.gateway.auth import admit, key_of
 from servicebay.gateway.context import request_context
 from servicebay.gateway.docs import service_document
 from servicebay.gateway.limits import RateLimiter
 from servicebay.gateway.problems import error_response
 from servicebay.services.base import Service, ServiceCall
+from servicebay.services.code import CodeService
 from servicebay.services.registry import ServiceRegistry
 from servicebay.services.spec import RESERVED_NAMES
 
@@ -66,7 +72,7 @@ class ServiceCalls:
             response = error_response(scope, error)
         await response(scope, receive, send)
 
-    async def _answer(self, request: Request, name: str) -> Response:
+    async def _answer(self, request: Request, name: str) -> ASGIApp:
         service = await self._service(request, name)
         segments = _segments(request.scope)
         if segments == ("openapi.json",) and request.method in ("GET", "HEAD"):
@@ -79,6 +85,8 @@ class ServiceCalls:
         instance: Instance = self.state.instance
         limiter: RateLimiter = self.state.rate_limiter
         caller = await admit(instance, limiter, request.scope, key_of(request))
+        if isinstance(service, CodeService):
+            return await self._proxied(request, service, segments, caller)
         call = ServiceCall(
             method="GET" if request.method == "HEAD" else request.method,
             path=segments,
@@ -92,6 +100,17 @@ class ServiceCalls:
             body=await _json_body(request),
             request_id=request_context(request.scope).request_id,
         )
+        await self._authorize(request, service, call, caller)
+        reply = await service.handle(call)
+        if reply.status == 204 or reply.body is None:
+            return Response(status_code=reply.status, headers=reply.headers)
+        return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
+
+    async def _authorize(
+        self, request: Request, service: Service, call: ServiceCall, caller: Principal
+    ) -> None:
+        """Forbidden (audited as denied) unless the caller holds the permission `call` needs."""
+        instance: Instance = self.state.instance
         permission = service.permission_for(call)
         context = request_context(request.scope)
         context.record(f"service.{permission.action}", permission.resource)
@@ -103,10 +122,23 @@ class ServiceCalls:
                 f"you need `{permission.action}` on `{permission.resource}`: {decision.reason}"
             )
         context.detail["grant"] = decision.grant
-        reply = await service.handle(call)
-        if reply.status == 204 or reply.body is None:
-            return Response(status_code=reply.status, headers=reply.headers)
-        return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
+
+    async def _proxied(
+        self, request: Request, service: CodeService, segments: tuple[str, ...], caller: Principal
+    ) -> ASGIApp:
+        """A code-service call, admitted on its method and path alone (its body is the
+        program's), handed to the proxy of supervised processes."""
+        call = ServiceCall(
+            method=request.method,
+            path=segments,
+            request_id=request_context(request.scope).request_id,
+        )
+        await self._authorize(request, service, call, caller)
+        apps: Apps = self.state.apps
+        app = await apps.find(service.name, "service")
+        if app is None:
+            raise ServiceUnavailable(f"service {service.name} has no deployment serving it")
+        return Proxied(apps, app, f"/{service.name}", caller)
 
     async def _service(self, request: Request, name: str) -> Service:
         """The service, looked up before authentication: what exists is public (`/docs`),

@@ -50,6 +50,7 @@ from servicebay.core.models import (
 )
 from servicebay.runtime.builder import Builder, BuildFailed, NoInterpreter
 from servicebay.runtime.bundle import BundleError, extract_bundle
+from servicebay.runtime.code_services import unpublish
 from servicebay.runtime.config import (
     DEPLOYMENT_NAME,
     REQUIREMENTS,
@@ -63,13 +64,13 @@ from servicebay.runtime.config import (
     check_folder,
 )
 from servicebay.runtime.layout import Layout
-from servicebay.runtime.supervisor import ServerError, build_version
+from servicebay.runtime.supervisor import SUPERVISED_KINDS, ServerError, build_version
 
 log = logging.getLogger(__name__)
 
 BUILDING, READY, FAILED = "building", "ready", "failed"
-DEPLOYABLE: tuple[DeploymentKind, ...] = ("cron", "webhook", "server")
-"""Kinds this release builds and runs; code services come later."""
+DEPLOYABLE: tuple[DeploymentKind, ...] = ("cron", "webhook", "server", "service")
+"""Kinds this release builds and runs (a `service` folder only of kind code)."""
 LOG_FLUSH_SECONDS = 0.5
 STALE_MARGIN = timedelta(minutes=5)
 OnBuildFailure = Callable[[Deployment, DeploymentVersion, str], Awaitable[None]]
@@ -128,7 +129,7 @@ def receive_bundle(layout: Layout, data: bytes, name: str | None) -> Upload:
         if not check.ok or check.config is None or check.kind is None:
             raise _folder_invalid(check.problems)
         assert check.config_file is not None
-        _refuse_later_kinds(check.config_file, check.config)
+        _refuse_registered_kinds(check.config_file, check.config)
         requirements = folder / REQUIREMENTS
         return Upload(
             staging=staging,
@@ -184,17 +185,12 @@ def _folder_invalid(problems: Sequence[Problem]) -> FolderInvalid:
     return invalid
 
 
-def _refuse_later_kinds(config_file: str, config: DeploymentConfig) -> None:
+def _refuse_registered_kinds(config_file: str, config: DeploymentConfig) -> None:
     if isinstance(config, ServiceConfig) and config.kind != "code":
         message = (
             f"a {config.kind} service is served by the platform from its service.json, "
             "nothing to build: register it with `bay services register FOLDER` "
             "(POST /api/v1/services; admins only)"
-        )
-    elif isinstance(config, ServiceConfig):
-        message = (
-            "code services arrive in a later release; this one deploys cron.json, "
-            "webhook.json and server_deployment.json folders"
         )
     else:
         return
@@ -471,6 +467,7 @@ async def delete_deployment(session: AsyncSession, deployment: Deployment) -> Re
     await session.execute(
         delete(DeploymentVersion).where(DeploymentVersion.deployment_id == deployment.id)
     )
+    await unpublish(session, deployment.name)
     await session.delete(deployment)
     await session.flush()
     shared = set(
@@ -584,13 +581,14 @@ class Deployer:
     async def _build_server(
         self, version_id: str, environment: Path, on_line: Callable[[str], Awaitable[None]]
     ) -> None:
-        """For a server version: its own folder, and its build command run there."""
+        """For a server or code-service version: its own folder, and its build command run
+        there."""
         async with self.sessions() as session:
             version = await session.get(DeploymentVersion, version_id)
             deployment = (
                 None if version is None else await session.get(Deployment, version.deployment_id)
             )
-        if version is None or deployment is None or deployment.kind != "server":
+        if version is None or deployment is None or deployment.kind not in SUPERVISED_KINDS:
             return
         await build_version(self.layout, self.builder, deployment, version, environment, on_line)
 

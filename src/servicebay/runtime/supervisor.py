@@ -1,4 +1,5 @@
-"""Hosted servers: each active `server` deployment kept running as a supervised process.
+"""Hosted servers and code services: each active `server` deployment, and each `service`
+deployment (kind `code`), kept running as a supervised process.
 
 A version is built once (`build_version`, called by the deployer after its environment):
 its source is copied to its own folder (`Layout.server_dir`), made private to the
@@ -34,6 +35,14 @@ every `POLL_SECONDS` and, for each, keeps one process serving (`_Keeper`):
 The state of each server (state, reason, version, address, pid, restarts) is written on
 its deployment's row, which is what the API shows and what nodes without a supervisor
 proxy to.
+
+A code service is supervised the same way, with three differences
+(`runtime.code_services`): its process also gets its allowed secrets as environment
+variables (read when it starts, never logged); its health path is `/openapi.json`; and
+once healthy, before traffic switches to it, its OpenAPI document is read and checked
+(every operation described) and published as the service's record, or the version is
+refused: marked failed with the reason in its build log, the previous version active and
+serving again.
 """
 
 from __future__ import annotations
@@ -58,6 +67,7 @@ import httpx
 from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from servicebay.core.crypto import MasterKey
 from servicebay.core.errors import ServiceBayError
 from servicebay.core.identity import create_key
 from servicebay.core.instance import Instance
@@ -69,8 +79,9 @@ from servicebay.core.models import (
     User,
     utcnow,
 )
+from servicebay.runtime import code_services
 from servicebay.runtime.builder import Builder
-from servicebay.runtime.config import ServerConfig
+from servicebay.runtime.config import ServerConfig, ServiceConfig
 from servicebay.runtime.layout import Layout
 from servicebay.runtime.process import (
     BASE_PATH,
@@ -116,6 +127,12 @@ STOP_SECONDS = 4 * KILL_GRACE_SECONDS
 BUILD_SECONDS = 900.0
 LOG_FLUSH_SECONDS = 0.5
 STARTING, RUNNING, RESTARTING, CRASH_LOOPING = "starting", "running", "restarting", "crash_looping"
+REFUSED = "refused"
+"""A code service version whose OpenAPI was refused, with nothing older to serve."""
+SUPERVISED_KINDS = ("server", "service")
+"""Deployment kinds that run as supervised processes (a `service` deployment is kind code:
+the other kinds of service are registered, not deployed)."""
+ProcessConfig = ServerConfig | ServiceConfig
 OnCrashLoop = Callable[[Deployment, int, str, tuple[str, ...]], Awaitable[None]]
 """Told once per crash loop: the deployment, its version, why, and the log's last lines."""
 OnLine = Callable[[str], Awaitable[None]]
@@ -125,8 +142,28 @@ class ServerError(Exception):
     """A server version cannot be built or started; the message says why and what to do."""
 
 
+def config_of(kind: str, document: dict[str, Any]) -> ProcessConfig:
+    """A supervised version's parsed config."""
+    return (
+        ServerConfig.model_validate(document)
+        if kind == "server"
+        else (ServiceConfig.model_validate(document))
+    )
+
+
+def health_path_of(config: ProcessConfig) -> str:
+    """A server's `health_path`; a code service is healthy once it documents itself."""
+    return config.health_path if isinstance(config, ServerConfig) else code_services.OPENAPI_PATH
+
+
+def start_command_of(config: ProcessConfig) -> str:
+    """The start command (a code service's config is only valid with one)."""
+    assert config.start_command is not None
+    return config.start_command
+
+
 def server_environment(
-    config: ServerConfig,
+    config: ProcessConfig,
     *,
     name: str,
     port: int,
@@ -135,16 +172,20 @@ def server_environment(
     base_url: str,
     identity_key: str,
     api_key: str,
+    secrets: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """What a server process sees, besides the base of `ProcessSpec.environment`."""
+    """What a supervised process sees, besides the base of `ProcessSpec.environment`: a
+    code service also gets its secrets (`secrets`), a server its path prefix."""
+    prefix = {"BAY_APP_PREFIX": f"/apps/{name}"} if isinstance(config, ServerConfig) else {}
     return {
         **config.env,
+        **(secrets or {}),
         "PATH": f"{bin_dir}:{BASE_PATH}",
         "PYTHONPATH": str(sdk_dir),
         "PORT": str(port),
         "INTERNAL_API_KEY": api_key,
         "BAY_URL": base_url,
-        "BAY_APP_PREFIX": f"/apps/{name}",
+        **prefix,
         KEY_VARIABLE: identity_key,
     }
 
@@ -185,7 +226,7 @@ async def build_version(
 ) -> None:
     """Copy the version's source to its server folder and run its build command there, as
     the deployment's user; ServerError says why the version cannot serve."""
-    config = ServerConfig.model_validate(version.config)
+    config = config_of(deployment.kind, version.config)
     ours = deployment.server_address == f"{HOST}:{config.port}"  # its running version's
     if config.port is not None and not ours and not port_is_free(config.port):
         raise ServerError(taken_port_problem(config.port))
@@ -379,13 +420,13 @@ async def read_log(
 
 async def _probe(client: httpx.AsyncClient, process: _Process) -> str | None:
     """One health check: None when the server answered below 500, else what went wrong."""
-    config = process.config
+    path = health_path_of(process.config)
     try:
-        answer = await client.get(f"http://{process.upstream.address}{config.health_path}")
+        answer = await client.get(f"http://{process.upstream.address}{path}")
     except httpx.HTTPError as error:
-        return f"GET {config.health_path}: {type(error).__name__}"
+        return f"GET {path}: {type(error).__name__}"
     if answer.status_code >= 500:
-        return f"GET {config.health_path} answered {answer.status_code}"
+        return f"GET {path} answered {answer.status_code}"
     return None
 
 
@@ -399,7 +440,7 @@ class Target:
     deployment: Deployment
     version: int
     requirements_digest: str
-    config: ServerConfig
+    config: ProcessConfig
 
 
 @dataclass(eq=False)
@@ -407,7 +448,7 @@ class _Process:
     """One started server process."""
 
     version: int
-    config: ServerConfig
+    config: ProcessConfig
     port: int
     pid: int
     ended: asyncio.Task[ProcessResult]
@@ -474,6 +515,17 @@ class Supervisor:
                 raise ServerError(f"no key can be issued for it: {refused.message}") from None
             return issued.record.id, issued.secret
 
+    async def reveal_secrets(self, target: Target) -> dict[str, str]:
+        """A code service's secrets, for its process's environment (a server has none)."""
+        if not isinstance(target.config, ServiceConfig):
+            return {}
+        master: MasterKey = self.instance.master_key
+        try:
+            async with self.instance.sessions() as session:
+                return await code_services.reveal_secrets(session, master, target.config)
+        except ValueError as missing:
+            raise ServerError(str(missing)) from None
+
     async def revoke_key(self, key_id: str, secret: str) -> None:
         try:
             async with self.instance.sessions() as session, session.begin():
@@ -528,14 +580,14 @@ class Supervisor:
                         DeploymentVersion.version == Deployment.active_version,
                     ),
                 )
-                .where(Deployment.kind == "server", DeploymentVersion.status == "ready")
+                .where(Deployment.kind.in_(SUPERVISED_KINDS), DeploymentVersion.status == "ready")
             )
             return {
                 deployment.name: Target(
                     deployment,
                     version.version,
                     version.requirements_digest,
-                    ServerConfig.model_validate(version.config),
+                    config_of(deployment.kind, version.config),
                 )
                 for deployment, version in rows
             }
@@ -743,6 +795,13 @@ class _Keeper:
         if failure is not None:
             await self._stop(process, "it did not become healthy")
             return failure
+        if isinstance(config, ServiceConfig):
+            problem = await self._documented(process, target)
+            if problem == REFUSED:
+                await self.changed.wait()  # the previous version is made active again
+                return None
+            if problem is not None:
+                return problem
         self.supervisor.routes.switch(process.upstream)
         self.current = process
         await self.supervisor.record(
@@ -759,6 +818,69 @@ class _Keeper:
         if previous is not None:
             await self._retire(previous, target.version)
         return None
+
+    async def _documented(self, process: _Process, target: Target) -> str | None:
+        """Read a code service's OpenAPI from its new process and publish it (None), or
+        refuse the version (REFUSED: stopped, marked failed with why, the previous version
+        active again); a failure to record either is a failed start (why)."""
+        assert isinstance(target.config, ServiceConfig)
+        url = f"http://{process.upstream.address}{code_services.OPENAPI_PATH}"
+        document: Any = None
+        try:
+            async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_SECONDS) as client:
+                answer = await client.get(url)
+            missing = (
+                [f"GET {code_services.OPENAPI_PATH} answered {answer.status_code}"]
+                if answer.status_code != 200
+                else code_services.undocumented(document := answer.json())
+            )
+        except (httpx.HTTPError, ValueError) as error:
+            missing = [f"{code_services.OPENAPI_PATH} could not be read ({type(error).__name__})"]
+        try:
+            async with self.supervisor.instance.sessions() as session, session.begin():
+                if not missing:
+                    await code_services.publish(
+                        session,
+                        target.deployment,
+                        target.version,
+                        target.config.description,
+                        document,
+                    )
+                    return None
+                why = code_services.refusal(target.version, missing)
+                previous = self.current.version if self.current is not None else None
+                await session.execute(
+                    update(DeploymentVersion)
+                    .where(
+                        DeploymentVersion.deployment_id == self.deployment_id,
+                        DeploymentVersion.version == target.version,
+                    )
+                    .values(
+                        status="failed",
+                        build_log=DeploymentVersion.build_log + f"[servicebay] {why}\n",
+                    )
+                )
+                await session.execute(
+                    update(Deployment)
+                    .where(
+                        Deployment.id == self.deployment_id,
+                        Deployment.active_version == target.version,
+                    )
+                    .values(
+                        active_version=previous,
+                        server_reason=why,
+                        **({"server_state": REFUSED} if previous is None else {}),
+                    )
+                )
+        except Exception:
+            log.exception("could not record the OpenAPI check of %s", self.name)
+            failure = f"version {target.version}: its OpenAPI check could not be recorded"
+            await self._stop(process, failure)
+            return failure
+        await self._stop(process, why)
+        await self.logs.note(why)
+        await self.logs.flush()
+        return REFUSED
 
     async def _retire(self, previous: _Process, successor: int) -> None:
         """Stop a replaced process once the requests it serves are answered (and other
@@ -780,9 +902,10 @@ class _Keeper:
         port = config.port or free_port()
         if config.port is not None and not port_is_free(port):
             raise ServerError(taken_port_problem(port))
+        secrets = await supervisor.reveal_secrets(target)
         key_id, key = await supervisor.issue_key(target)
         spec = ProcessSpec(
-            ["/bin/sh", "-c", config.start_command],
+            ["/bin/sh", "-c", start_command_of(config)],
             folder,
             server_environment(
                 config,
@@ -793,6 +916,7 @@ class _Keeper:
                 base_url=supervisor.settings.base_url,
                 identity_key=supervisor.identity_key,
                 api_key=key,
+                secrets=secrets,
             ),
             uid=deployment_uid(self.deployment_id),
             timeout_seconds=None,
@@ -848,6 +972,7 @@ class _Keeper:
     async def _healthy(self, process: _Process) -> str | None:
         """Poll the health path until it answers below 500; why not, or None."""
         config = process.config
+        health_path = health_path_of(config)
         deadline = time.monotonic() + START_SECONDS
         last: str | None = "no answer yet"
         async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_SECONDS) as client:
@@ -859,10 +984,10 @@ class _Keeper:
                     return None
                 await asyncio.sleep(HEALTH_POLL_SECONDS)
         hint = ""
-        if "PORT" not in config.start_command and config.port is None:
+        if "PORT" not in start_command_of(config) and config.port is None:
             hint = "; the start command does not mention $PORT: listen on $PORT"
         return (
-            f"version {process.version} did not answer GET {config.health_path} on port "
+            f"version {process.version} did not answer GET {health_path} on port "
             f"{process.port} within {START_SECONDS:g} s ({last}){hint}"
         )
 

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from servicebay.core.errors import InvalidInput
 from servicebay.services.base import Service
+from servicebay.services.code import CodeService, CodeServiceSpec
 from servicebay.services.http.service import HttpService
 from servicebay.services.http.spec import HttpServiceSpec
 from servicebay.services.spec import ServiceSpec, validation_errors
@@ -35,16 +36,31 @@ async def _build_http(spec: HttpServiceSpec, read_secret: SecretReader) -> Servi
     return HttpService(spec, await read_secret(spec.secret) if spec.secret else None)
 
 
+async def _build_code(spec: CodeServiceSpec, read_secret: SecretReader) -> Service:
+    # Its secrets go to its process (the supervisor's), never to the gateway.
+    return CodeService(spec)
+
+
 KINDS: dict[str, ServiceKind] = {
     "sql": ServiceKind(SqlServiceSpec, _build_sql),
     "http": ServiceKind(HttpServiceSpec, _build_http),
+    "code": ServiceKind(CodeServiceSpec, _build_code),
 }
+REGISTERED_KINDS = ("sql", "http")
+"""Kinds registered from a document (`POST /api/v1/services`); a code service is deployed,
+and its record published by its supervisor."""
 
 
 def parse_spec(document: Any) -> ServiceSpec:
     if not isinstance(document, dict):
         raise InvalidInput("a service document is a JSON object")
     kind = document.get("kind")
+    if kind == "code" and "openapi" not in document:
+        raise InvalidInput(
+            "a code service is a program: deploy its folder with `bay deploy FOLDER` "
+            "(POST /api/v1/deployments); it is mounted once its version serves",
+            errors=[{"loc": ["body", "kind"], "msg": "deploy it", "type": "value_error"}],
+        )
     if kind not in KINDS:
         raise InvalidInput(
             f"unknown service kind {kind!r}; this platform serves: {', '.join(sorted(KINDS))}",

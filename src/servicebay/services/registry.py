@@ -19,6 +19,7 @@ from servicebay.core import secret_store
 from servicebay.core.crypto import MasterKey
 from servicebay.core.errors import (
     ConfigurationError,
+    Conflict,
     Forbidden,
     InvalidInput,
     NotFound,
@@ -26,7 +27,7 @@ from servicebay.core.errors import (
 )
 from servicebay.core.models import ServiceRecord, utcnow
 from servicebay.services.base import Service
-from servicebay.services.kinds import KINDS, parse_spec
+from servicebay.services.kinds import KINDS, REGISTERED_KINDS, parse_spec
 from servicebay.services.spec import ServiceSpec
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,15 @@ class ServiceRegistry:
         400, not every caller's 503 later.
         """
         spec = parse_spec(document)
+        if spec.kind not in REGISTERED_KINDS:
+            raise InvalidInput(f"a {spec.kind} service is deployed, not registered")
+        async with self._sessions() as session:
+            existing = await session.get(ServiceRecord, spec.name)
+        if existing is not None and existing.kind not in REGISTERED_KINDS:
+            raise Conflict(
+                f"{spec.name} is a deployed {existing.kind} service: delete its deployment "
+                f"(`bay deployments delete {spec.name}`) or choose another name"
+            )
         try:
             service = await self._build(spec)
         except ConfigurationError as error:
@@ -103,6 +113,11 @@ class ServiceRegistry:
             record = await session.get(ServiceRecord, name)
             if record is None:
                 raise NotFound(f"no service named {name}")
+            if record.kind not in REGISTERED_KINDS:
+                raise Conflict(
+                    f"{name} is a deployed {record.kind} service: `bay deployments delete "
+                    f"{name}` removes it"
+                )
             await session.delete(record)
         live = self._live.pop(name, None)
         if live is not None:

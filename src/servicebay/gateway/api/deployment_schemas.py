@@ -80,11 +80,11 @@ def _version_fields(version: DeploymentVersion) -> dict[str, Any]:
 
 
 class ServerOut(BaseModel):
-    """A server deployment's process, as its supervisor last recorded it."""
+    """A server's or code service's process, as its supervisor last recorded it."""
 
     state: str | None = Field(
-        description="starting, running, restarting, crash_looping or stopped; null before "
-        "the supervisor first saw it."
+        description="starting, running, restarting, crash_looping, refused (a code service "
+        "whose only version was refused) or stopped; null before the supervisor first saw it."
     )
     reason: str | None = Field(description="Why, in words: a crash loop's cause, a restart's.")
     version: int | None = Field(description="The version serving.")
@@ -92,7 +92,10 @@ class ServerOut(BaseModel):
     pid: int | None
     restarts: int
     since: datetime | None = Field(description="When the serving process became healthy.")
-    url: str = Field(description="Where it answers: `{BAY_URL}/apps/{name}/`.")
+    url: str = Field(
+        description="Where it answers: `{BAY_URL}/apps/{name}/`, or `{BAY_URL}/{name}/` for a "
+        "code service."
+    )
 
     @classmethod
     def of(cls, deployment: Deployment, base_url: str) -> ServerOut:
@@ -105,7 +108,9 @@ class ServerOut(BaseModel):
             pid=deployment.server_pid,
             restarts=deployment.server_restarts or 0,
             since=deployment.server_since,
-            url=f"{base_url}/apps/{deployment.name}/",
+            url=f"{base_url}/apps/{deployment.name}/"
+            if deployment.kind == "server"
+            else f"{base_url}/{deployment.name}/",
         )
 
 
@@ -152,7 +157,8 @@ def _deployment_fields(
     deployment: Deployment, owner: str, domain: str | None, base_url: str
 ) -> dict[str, Any]:
     served = domain is not None and deployment.kind in ("webhook", "server")
-    server = ServerOut.of(deployment, base_url) if deployment.kind == "server" else None
+    supervised = deployment.kind in ("server", "service")
+    server = ServerOut.of(deployment, base_url) if supervised else None
     return {
         "name": deployment.name,
         "kind": deployment.kind,

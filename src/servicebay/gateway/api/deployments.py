@@ -34,8 +34,9 @@ from servicebay.gateway.api.deployment_schemas import (
 from servicebay.gateway.api.run_schemas import LogChunkOut, LogOut
 from servicebay.gateway.auth import Caller, get_instance
 from servicebay.gateway.schemas import Page
-from servicebay.runtime import deployments
+from servicebay.runtime import code_services, deployments
 from servicebay.runtime.builder import NoInterpreter
+from servicebay.runtime.config import ServiceConfig
 from servicebay.runtime.deployments import Deployer, Upload, resource_of
 from servicebay.runtime.supervisor import read_log
 
@@ -164,6 +165,10 @@ async def _record(
     for _ in range(NUMBERING_ATTEMPTS):
         try:
             async with transaction(request) as session:
+                if isinstance(upload.config, ServiceConfig):
+                    # Before any version exists: a secret it may not have is the deployer's 400.
+                    await code_services.check_name_is_free(session, upload.name)
+                    await code_services.check_secrets(session, upload.config)
                 existing = await deployments.find(session, upload.name)
                 if existing is not None:
                     audit_change(request).record(
@@ -271,7 +276,7 @@ async def server_logs(
     async with transaction(request) as session:
         deployment = await deployments.get(session, name)
         await require_manage(request, session, caller, deployment, "read the log of")
-        if deployment.kind != "server":
+        if deployment.kind not in ("server", "service"):
             raise Conflict(
                 f"{name} is a {deployment.kind} deployment: its output is in its runs' logs "
                 f"(`bay runs list --deployment {name}`, `bay runs logs RUN`)"

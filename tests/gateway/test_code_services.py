@@ -1,0 +1,377 @@
+"""Code services over a real `bay serve`: folders with a `service.json` of kind `code`,
+deployed, supervised as real processes with their allowed secrets, mounted at
+`/{name}/...` behind per-endpoint grants, audit and signed identity, and documented in
+`/docs` from the OpenAPI each version serves (or refused when an endpoint is undocumented).
+
+The services here use the SDK's framework or the standard library only, so they build
+without an index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Server
+from tests.gateway.gateway_support import assert_problem, find_event
+from tests.gateway.test_apps import serving, wait_for_state
+from tests.gateway.test_deployments_api import deploy, folder_of
+
+TOKEN_VARIABLE = "RECORDER_TOKEN"
+
+RECORDER = """\
+import hashlib, os
+from typing import Any
+from servicebay.sdk import Identity, Service
+
+app = Service(os.environ["SERVICE_NAME"], description="Remembers what it sees")
+SEEN: list[dict[str, Any]] = []
+
+
+def _token_digest() -> str | None:
+    token = os.environ.get("RECORDER_TOKEN")
+    return None if token is None else hashlib.sha256(token.encode()).hexdigest()
+
+
+@app.get("/whoami")
+def whoami(caller: Identity) -> dict[str, Any]:
+    \"\"\"Who the gateway says is calling.\"\"\"
+    SEEN.append({"endpoint": "whoami", "user": caller.user})
+    return {"user": caller.user, "teams": list(caller.teams), "service": caller.service,
+            "request_id": caller.request_id}
+
+
+@app.post("/create_note", status=201)
+def create_note(note: dict[str, Any], caller: Identity) -> dict[str, Any]:
+    \"\"\"Keep a note.\"\"\"
+    SEEN.append({"endpoint": "create_note", "user": caller.user, "note": note})
+    return {"created": note, "by": caller.user}
+
+
+@app.get("/note/{number}")
+def get_note(number: int, caller: Identity) -> dict[str, Any]:
+    \"\"\"One note, by number.\"\"\"
+    SEEN.append({"endpoint": "note", "user": caller.user})
+    return {"number": number}
+
+
+@app.get("/environment")
+def environment(caller: Identity) -> dict[str, Any]:
+    \"\"\"The variables this process got (the secret's digest only, never its value).\"\"\"
+    names = sorted(os.environ)
+    return {"names": names, "token_sha256": _token_digest()}
+
+
+@app.get("/seen")
+def seen(caller: Identity) -> list[dict[str, Any]]:
+    \"\"\"Every call that reached the service, in order.\"\"\"
+    return SEEN
+
+
+if __name__ == "__main__":
+    app.run()
+"""
+
+PLAIN = """\
+import json, os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+DOCUMENT = open("openapi.json").read().encode()
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = DOCUMENT if self.path == "/openapi.json" else json.dumps(
+            {"hello": os.environ["GREETING"]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+
+def plain_files(name: str, greeting: str, *, described: bool) -> dict[str, str]:
+    """A standard-library HTTP server documenting itself from an `openapi.json` file."""
+    operation: dict[str, Any] = {"responses": {"200": {"description": "A greeting."}}}
+    if described:
+        operation["summary"] = "Say hello."
+    document = {
+        "openapi": "3.1.0",
+        "info": {"title": name, "version": "1"},
+        "paths": {"/hello": {"get": operation}},
+    }
+    return {
+        "service.json": json.dumps(
+            {
+                "name": name,
+                "kind": "code",
+                "description": "Greets",
+                "start command": "python server.py",
+                "env": {"GREETING": greeting},
+            }
+        ),
+        "server.py": PLAIN,
+        "openapi.json": json.dumps(document),
+        "README.md": f"# {name}\n",
+    }
+
+
+def recorder_files(name: str, *, secret: bool = True) -> dict[str, str]:
+    document = {
+        "name": name,
+        "kind": "code",
+        "description": "Remembers what it sees",
+        "start command": "python service.py",
+        "env": {"SERVICE_NAME": name},
+        **({"secrets": [TOKEN_VARIABLE]} if secret else {}),
+    }
+    return {
+        "service.json": json.dumps(document),
+        "service.py": RECORDER,
+        "README.md": f"# {name}\n\nRemembers what it sees.\n",
+    }
+
+
+@pytest.fixture(scope="module")
+def bay_server(launch: Callable[..., Server]) -> Iterator[Server]:
+    root = Path(tempfile.mkdtemp(prefix="bay-code-"))
+    root.chmod(0o755)
+    settings = {
+        "PIP_NO_INDEX": "1",
+        "PIP_CONFIG_FILE": os.devnull,
+        "BAY_AUTH_CACHE_SECONDS": "1",
+    }
+    server = launch(root / "home", settings=settings)
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def admin(bay_server: Server) -> Iterator[httpx.Client]:
+    with bay_server.admin() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def token() -> str:
+    return f"tok-{secrets.token_hex(16)}"
+
+
+def deploy_service(client: httpx.Client, parent: Path, files: dict[str, str]) -> dict[str, Any]:
+    """Deploy a code-service folder, then wait until its version serves and is mounted."""
+    version = deploy(client, folder_of(parent, files))
+    assert version["status"] == "ready", version["build_log"]
+    shown = wait_for_state(client, version["name"], serving(version["version"]))
+    wait_until_mounted(client, version["name"], version["version"])
+    return shown
+
+
+def wait_until_mounted(client: httpx.Client, name: str, version: int) -> None:
+    """The gateway's registry sees a published service within its cache time."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        listed = client.get(f"/{name}/openapi.json")
+        if listed.status_code == 200:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{name} version {version} never got mounted: {listed.text}")
+
+
+@pytest.fixture(scope="module")
+def recorder(
+    bay_server: Server, admin: httpx.Client, token: str, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    name = f"recorder_{secrets.token_hex(3)}"
+    stored = admin.put(
+        f"/api/v1/secrets/{TOKEN_VARIABLE}",
+        json={"value": token, "allow": [f"service:{name}"]},
+    )
+    assert stored.status_code == 200, stored.text
+    deploy_service(admin, tmp_path_factory.mktemp("recorder"), recorder_files(name))
+    return name
+
+
+def grant(admin: httpx.Client, principal: str, resource: str, *actions: str) -> None:
+    answer = admin.post(
+        "/api/v1/grants",
+        json={"principal": principal, "resource": resource, "actions": list(actions)},
+    )
+    assert answer.status_code == 201, answer.text
+
+
+# --- (a) deployed and supervised with its secrets ----------------------------------------------
+
+
+def test_a_code_service_gets_its_secret_and_nothing_of_the_platform(
+    bay_server: Server, admin: httpx.Client, recorder: str, token: str
+) -> None:
+    shown = admin.get(f"/api/v1/deployments/{recorder}").json()
+    assert shown["kind"] == "service"
+    assert shown["server"]["state"] == "running"
+    assert shown["server"]["url"].endswith(f"/{recorder}/")
+    environment = admin.get(f"/{recorder}/environment").json()
+    assert environment["token_sha256"] == hashlib.sha256(token.encode()).hexdigest()
+    assert "BAY_APP_PREFIX" not in environment["names"]
+    assert {"PORT", "BAY_IDENTITY_KEY", "INTERNAL_API_KEY", TOKEN_VARIABLE} <= set(
+        environment["names"]
+    )
+    master_key = (bay_server.home / "master.key").read_text().strip()
+    assert master_key not in json.dumps(environment)
+
+
+def test_the_secret_reaches_no_other_deployment_answer_log_or_audit_record(
+    bay_server: Server, admin: httpx.Client, recorder: str, token: str, tmp_path: Path
+) -> None:
+    other = f"other_{secrets.token_hex(3)}"
+    deploy_service(admin, tmp_path, recorder_files(other, secret=False))
+    elsewhere = admin.get(f"/{other}/environment").json()
+    assert elsewhere["token_sha256"] is None
+    assert TOKEN_VARIABLE not in elsewhere["names"]
+    texts = [
+        admin.get(f"/api/v1/deployments/{recorder}/logs", headers={"Accept": "text/plain"}).text,
+        admin.get(f"/api/v1/deployments/{recorder}/versions/1").text,
+        admin.get(f"/api/v1/deployments/{recorder}").text,
+        admin.get("/api/v1/audit", params={"limit": 500}).text,
+        admin.get(f"/api/v1/secrets/{TOKEN_VARIABLE}").text,
+        bay_server.log_text(),
+    ]
+    for text in texts:
+        assert token not in text
+
+
+# --- (b) mounted at /{name}/... behind per-endpoint grants ---------------------------------------
+
+
+def test_a_caller_with_the_endpoint_grant_reaches_it_as_themselves(
+    bay_server: Server, admin: httpx.Client, recorder: str
+) -> None:
+    email, key = bay_server.new_user(teams=["sales"])
+    grant(admin, f"user:{email}", f"service:{recorder}/whoami", "read")
+    with bay_server.client(key) as client:
+        answer = client.get(f"/{recorder}/whoami", headers={"X-Bay-User": "forged@corp.com"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "user": email,
+        "teams": ["sales"],
+        "service": recorder,
+        "request_id": answer.headers["x-request-id"],
+    }
+    event = find_event(admin, answer.headers["x-request-id"], resource=f"service:{recorder}/whoami")
+    assert (event["action"], event["outcome"], event["actor"]) == ("service.read", "allowed", email)
+
+
+def test_a_caller_without_the_grant_gets_403_and_the_service_never_sees_the_call(
+    bay_server: Server, admin: httpx.Client, recorder: str
+) -> None:
+    email, key = bay_server.new_user()
+    grant(admin, f"user:{email}", f"service:{recorder}/whoami", "read")  # not create_note
+    with bay_server.client(key) as client:
+        refused = client.post(f"/{recorder}/create_note", json={"text": "secret plan"})
+        unknown = client.get(f"/{recorder}/no_such_endpoint")
+        keyless = httpx.post(f"{bay_server.url}/{recorder}/create_note", json={"text": "x"})
+    problem = assert_problem(refused, 403, f"`create` on `service:{recorder}/create_note`")
+    assert "denied by default" in problem["detail"]
+    assert_problem(unknown, 404)
+    assert keyless.status_code == 401
+    seen = admin.get(f"/{recorder}/seen").json()
+    assert not [call for call in seen if call.get("user") == email]
+    assert not [call for call in seen if call["endpoint"] == "create_note"]
+    event = find_event(
+        admin, refused.headers["x-request-id"], resource=f"service:{recorder}/create_note"
+    )
+    assert (event["action"], event["outcome"]) == ("service.create", "denied")
+
+
+def test_actions_follow_the_method_and_the_key_never_reaches_the_service(
+    bay_server: Server, admin: httpx.Client, recorder: str
+) -> None:
+    email, key = bay_server.new_user(teams=["notes"])
+    grant(admin, "team:notes", f"service:{recorder}/create_note", "create")
+    grant(admin, "team:notes", f"service:{recorder}/note", "read")
+    with bay_server.client(key) as client:
+        created = client.post(
+            f"/{recorder}/create_note", params={"api_key": key}, json={"text": "hi"}
+        )
+        read = client.get(f"/{recorder}/note/7")
+        wrong_method = client.delete(f"/{recorder}/note/7")
+    assert created.status_code == 201, created.text
+    assert created.json() == {"created": {"text": "hi"}, "by": email}
+    assert read.json() == {"number": 7}
+    assert_problem(wrong_method, 405)
+    seen = admin.get(f"/{recorder}/seen").json()
+    assert {"endpoint": "create_note", "user": email, "note": {"text": "hi"}} in seen
+    assert key not in json.dumps(seen)
+
+
+# --- (c) documented, or refused ----------------------------------------------------------------
+
+
+def test_docs_list_every_endpoint_of_a_code_service_with_its_description(
+    admin: httpx.Client, recorder: str
+) -> None:
+    document = admin.get("/openapi.json").json()
+    paths = document["paths"]
+    assert paths[f"/{recorder}/create_note"]["post"]["summary"] == "Keep a note."
+    assert paths[f"/{recorder}/note/{{number}}"]["get"]["summary"] == "One note, by number."
+    assert paths[f"/{recorder}/whoami"]["get"]["tags"] == [recorder]
+    assert {"name": recorder, "description": "Remembers what it sees"} in document["tags"]
+    own = admin.get(f"/{recorder}/openapi.json").json()
+    assert f"/{recorder}/whoami" in own["paths"]
+
+
+def test_an_undocumented_endpoint_refuses_the_version_and_the_previous_one_keeps_serving(
+    admin: httpx.Client, tmp_path: Path
+) -> None:
+    name = f"plain_{secrets.token_hex(3)}"
+    deploy_service(admin, tmp_path, plain_files(name, "v1", described=True))
+    assert admin.get(f"/{name}/hello").json() == {"hello": "v1"}
+    # It builds, starts and answers its health check; then its OpenAPI is read.
+    deploy(admin, folder_of(tmp_path, plain_files(name, "v2", described=False)))
+    refused = wait_for_version(admin, name, 2, lambda version: version["status"] == "failed")
+    assert "version 2 is refused" in refused["build_log"]
+    assert "GET /hello has none" in refused["build_log"]
+    shown = wait_for_state(admin, name, serving(1))
+    assert shown["active_version"] == 1
+    assert admin.get(f"/{name}/hello").json() == {"hello": "v1"}
+
+
+def test_a_first_version_without_descriptions_never_serves(
+    admin: httpx.Client, tmp_path: Path
+) -> None:
+    name = f"bare_{secrets.token_hex(3)}"
+    deploy(admin, folder_of(tmp_path, plain_files(name, "v1", described=False)))
+    refused = wait_for_version(admin, name, 1, lambda version: version["status"] == "failed")
+    assert "GET /hello has none" in refused["build_log"]
+    shown = wait_for_state(admin, name, lambda server: server["state"] == "refused")
+    assert shown["active_version"] is None
+    assert "GET /hello" in shown["server"]["reason"]
+    assert admin.get(f"/{name}/hello").status_code == 404
+
+
+def wait_for_version(
+    client: httpx.Client, name: str, number: int, done: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    deadline = time.monotonic() + 90
+    version: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        version = client.get(f"/api/v1/deployments/{name}/versions/{number}").json()
+        if done(version):
+            return version
+        time.sleep(0.2)
+    raise AssertionError(f"{name} version {number} never got there: {version}")

@@ -50,7 +50,7 @@ from servicebay.core.models import (
     utcnow,
 )
 from servicebay.core.settings import Settings
-from servicebay.runtime.alerts import LOG_TAIL_LINES, SLACK_ALLOW_ENTRY, Alerter
+from servicebay.runtime.alerts import LOG_TAIL_LINES, SLACK_ALLOW_ENTRY, Alerter, settle_streak
 from servicebay.runtime.config import CronConfig
 from tests.conftest import free_port
 
@@ -396,9 +396,24 @@ async def finish(
 ) -> Run:
     """A run ends and the alerter is told; returns once its alerts are sent."""
     run = await ended_run(instance, deployment, status, **options)
-    await alerter.run_finished(deployment, run)
+    await tell(instance, alerter, deployment, run)
     await alerter.drain()
     return run
+
+
+async def tell(instance: Instance, alerter: Alerter, deployment: Deployment, run: Run) -> None:
+    """What the worker does as a run ends: settle the streak in a transaction (the one that
+    records the ending, for the worker), then announce a change, if there was one."""
+    async with instance.sessions() as session, session.begin():
+        config = await session.scalar(
+            select(DeploymentVersion.config).where(
+                DeploymentVersion.deployment_id == deployment.id,
+                DeploymentVersion.version == run.version,
+            )
+        )
+        streak = await settle_streak(session, run, config or {})
+    if streak is not None:
+        alerter.announce(deployment, run, streak)
 
 
 async def is_failing(instance: Instance, deployment: Deployment) -> bool:
@@ -481,8 +496,8 @@ def test_a_success_told_with_the_deployment_as_read_before_the_failure_still_rec
             as_claimed = [await read_deployment(instance, deployment.id) for _ in range(2)]
             failed = await ended_run(instance, deployment, "failed")
             succeeded = await ended_run(instance, deployment, "succeeded")
-            await alerter.run_finished(as_claimed[0], failed)
-            await alerter.run_finished(as_claimed[1], succeeded)
+            await tell(instance, alerter, as_claimed[0], failed)
+            await tell(instance, alerter, as_claimed[1], succeeded)
             await alerter.drain()
             return succeeded, await is_failing(instance, deployment)
 
@@ -573,9 +588,7 @@ def test_two_nodes_ending_runs_of_one_deployment_at_once_send_one_alert(
         status: str,
     ) -> None:  # fmt: skip
         runs = [await ended_run(instance, deployment, status) for instance, _ in (one, other)]
-        await asyncio.gather(
-            one[1].run_finished(deployment, runs[0]), other[1].run_finished(deployment, runs[1])
-        )
+        await asyncio.gather(tell(*one, deployment, runs[0]), tell(*other, deployment, runs[1]))
         await asyncio.gather(one[1].drain(), other[1].drain())
 
     async def scenario() -> None:

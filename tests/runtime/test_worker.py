@@ -32,6 +32,7 @@ from servicebay.core.instance import Instance, init_instance
 from servicebay.core.models import ApiKey, Deployment, Run, User, utcnow
 from servicebay.core.settings import Settings
 from servicebay.runtime import runs
+from servicebay.runtime.alerts import Streak
 from servicebay.runtime.layout import Layout
 from servicebay.runtime.worker import (
     KEY_MARGIN_SECONDS,
@@ -383,8 +384,8 @@ def test_a_failed_run_is_retried_with_backoff_until_its_retries_are_spent(home: 
     script = "import os, sys\nprint('attempt of', os.environ['BAY_RUN_ID'])\nsys.exit(3)\n"
     finished: list[str] = []
 
-    async def heard(deployment: Deployment, run: Run) -> None:
-        finished.append(f"{deployment.name} {run.trigger} {run.attempt} {run.status}")
+    async def heard(deployment: Deployment, run: Run, streak: Streak | None) -> None:
+        finished.append(f"{deployment.name} {run.trigger} {run.attempt} {run.status} {streak}")
 
     async def test(bench: Bench) -> None:
         deployed = await bench.deploy(script, retries=2, retry_backoff_seconds=1)
@@ -405,8 +406,38 @@ def test_a_failed_run_is_retried_with_backoff_until_its_retries_are_spent(home: 
             assert later.not_before >= earlier.finished_at + timedelta(seconds=backoff)
             assert later.started_at is not None
             assert later.started_at >= later.not_before
-        assert finished == [f"{deployed.name} {trigger} {n} failed" for trigger, n in
-                            [("manual", 1), ("retry", 2), ("retry", 3)]]  # fmt: skip
+        assert finished == [  # only the attempt that is not retried starts a failure streak
+            f"{deployed.name} manual 1 failed None",
+            f"{deployed.name} retry 2 failed None",
+            f"{deployed.name} retry 3 failed run.failing",
+        ]
+
+    scenario(home, test)
+
+
+def test_an_ending_starts_or_ends_its_deployments_failure_streak(home: Path) -> None:
+    script = "import json, os, sys\nsys.exit(json.load(open(os.environ['BAY_RUN_INPUT']))['exit'])"
+    heard: list[tuple[str, Streak | None]] = []
+
+    async def tell(_: Deployment, run: Run, streak: Streak | None) -> None:
+        heard.append((run.status, streak))
+
+    async def test(bench: Bench) -> None:
+        deployed = await bench.deploy(script)
+        async with working(bench, on_finished=tell):
+            for number, code in enumerate((1, 1, 0, 0), start=1):
+                await bench.queue(deployed, input={"exit": code})
+                await until(lambda number=number: len(heard) == number, f"ending {number}")
+        assert heard == [
+            ("failed", "run.failing"),
+            ("failed", None),  # the streak goes on: no second alert
+            ("succeeded", "run.recovered"),
+            ("succeeded", None),
+        ]
+        async with bench.sessions() as session:
+            deployment = await session.get(Deployment, deployed.id)
+        assert deployment is not None
+        assert deployment.failing is False
 
     scenario(home, test)
 
@@ -594,7 +625,8 @@ os.mkfifo(os.path.join(out, "pipe"))
 def test_runs_left_running_by_a_dead_worker_of_this_host_are_failed_at_start(home: Path) -> None:
     finished: list[Run] = []
 
-    async def heard(_: Deployment, run: Run) -> None:
+    async def heard(_: Deployment, run: Run, streak: Streak | None) -> None:
+        assert streak == "run.failing"
         finished.append(run)
 
     async def test(bench: Bench) -> None:

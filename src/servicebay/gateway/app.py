@@ -26,7 +26,7 @@ from servicebay.gateway.envelope import Envelope
 from servicebay.gateway.hooks import WebhookCalls, Webhooks
 from servicebay.gateway.limits import RateLimiter
 from servicebay.gateway.metrics import GatewayMetrics
-from servicebay.runtime.alerts import Alerter
+from servicebay.runtime.alerts import Alerter, Streak
 from servicebay.runtime.builder import Builder, default_build_uid
 from servicebay.runtime.deployments import Deployer
 from servicebay.runtime.layout import Layout
@@ -62,9 +62,10 @@ def create_app(settings: Settings, role: Role = Role.all) -> Envelope:
         app.state.alerter = alerter = Alerter(instance, registry=metrics.registry)
         run_metrics = RunMetrics(metrics.registry)
 
-        async def run_finished(deployment: Deployment, run: Run) -> None:
+        async def run_finished(deployment: Deployment, run: Run, streak: Streak | None) -> None:
             run_metrics.observe(deployment, run)
-            await alerter.run_finished(deployment, run)
+            if streak is not None:
+                alerter.announce(deployment, run, streak)
 
         layout = Layout(settings.home)
         app.state.deployer = Deployer(

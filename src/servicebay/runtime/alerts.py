@@ -1,13 +1,15 @@
 """Alerts: a deployment's owner hears of a failure once per streak, and again on recovery.
 
-The worker tells the `Alerter` about every run that ended (`run_finished`) and the builder
-about every failed build (`build_failed`). A run that failed or timed out starts a failure
-streak unless the worker will retry it (its attempt is within the config's `retries`):
-the owner is alerted ("failing") and `deployment.failing` is set. Further failures say
-nothing. The next success ends the streak with a "recovered" alert; a plain success, a
-cancelled run and a skipped run change nothing. The flag flips with a conditional UPDATE
-(`WHERE failing = <old value>`), so when two nodes finish runs of one deployment at once,
-exactly one of them wins the flip and alerts. A failed build is alerted every time: each
+A run that failed or timed out starts a failure streak unless the worker will retry it
+(its attempt is within the config's `retries`): the owner is alerted ("failing") and
+`deployment.failing` is set. Further failures say nothing. The next success ends the
+streak with a "recovered" alert; a plain success, a cancelled run and a skipped run change
+nothing. The worker settles the streak in the transaction that records the run's ending
+(`settle_streak`), so streaks follow the order in which endings commit; the flag flips
+with a conditional UPDATE (`WHERE failing = <old value>`), so when two nodes end runs of
+one deployment at once, exactly one of them wins the flip. The worker then hands the
+change to the `Alerter` (`announce`); the builder tells it about every failed build
+(`build_failed`). A failed build is alerted every time: each
 is somebody's deploy, and the version stays inactive, so it is no part of the run streak.
 A server that crash-loops is alerted once per loop (the supervisor stops retrying, so
 there is one loop per version until another is deployed).
@@ -63,7 +65,9 @@ from servicebay.runtime.config import Notify
 
 log = logging.getLogger(__name__)
 
-Event = Literal["run.failing", "run.recovered", "build.failed", "server.crash_looping"]
+Streak = Literal["run.failing", "run.recovered"]
+"""A change of a deployment's failure streak, which a run's ending made."""
+Event = Literal[Streak, "build.failed", "server.crash_looping"]
 Channel = Literal["email", "slack", "webhook"]
 
 SLACK_ALLOW_ENTRY = "alerts"
@@ -192,28 +196,17 @@ class Alerter:
 
     # --- deciding -------------------------------------------------------------------------
 
-    async def run_finished(self, deployment: Deployment, run: Run) -> None:
-        """Alert when `run` starts or ends `deployment`'s failure streak; updates
-        `deployment.failing` (in the database and on the object) when it does."""
-        failed = run.status in FAILURES
-        if not failed and run.status != "succeeded":
-            return
-        config: dict[str, Any] = {}
-        if failed:
-            config = await self._config(deployment.id, run.version)
-            if run.attempt <= _retries(config):
-                log.debug(
-                    "run %s of %s failed and will be retried: no alert", run.id, deployment.name
-                )
-                return
-        # A success reads nothing first: the conditional UPDATE alone says whether it ends
-        # a streak, as of now rather than as of when the run's deployment was read.
-        if not await self._flip(deployment.id, failing=failed):
-            return
-        if not failed:
-            config = await self._config(deployment.id, run.version)
-        deployment.failing = failed
-        event: Event = "run.failing" if failed else "run.recovered"
+    def announce(
+        self,
+        deployment: Deployment,
+        run: Run,
+        event: Streak,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Alert that `run` started or ended `deployment`'s failure streak (`event`, as
+        `settle_streak` answered), in the background; `config` is the run's version's, read
+        here when not given."""
+        deployment.failing = event == "run.failing"
         log.info("%s %s with run %s: alerting", deployment.name, event.split(".")[1], run.id)
         self._spawn(self._alert_run(event, deployment, run, config), f"alert-{run.id}")
 
@@ -248,22 +241,6 @@ class Alerter:
             )
         return dict(config or {})
 
-    async def _flip(self, deployment_id: str, *, failing: bool) -> bool:
-        """Set the flag if it is not set already; True for the one caller that changed it.
-
-        The UPDATE is the transaction's first statement: on SQLite a transaction that read
-        first could not take the write lock after another node's commit.
-        """
-        async with self.instance.sessions() as session, session.begin():
-            result = await session.execute(
-                update(Deployment)
-                .where(Deployment.id == deployment_id, Deployment.failing == (not failing))
-                .values(failing=failing)
-                .execution_options(synchronize_session=False)
-            )
-        changed: int = result.rowcount  # type: ignore[attr-defined]
-        return changed == 1
-
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=name)
         self._pending.add(task)
@@ -272,9 +249,11 @@ class Alerter:
     # --- composing ------------------------------------------------------------------------
 
     async def _alert_run(
-        self, event: Event, deployment: Deployment, run: Run, config: Mapping[str, Any]
+        self, event: Event, deployment: Deployment, run: Run, config: Mapping[str, Any] | None
     ) -> None:
         try:
+            if config is None:
+                config = await self._config(deployment.id, run.version)
             async with self.instance.sessions() as session:
                 owner = await session.get(User, deployment.owner_id)
                 tail = await _log_tail(session, run.id) if event == "run.failing" else ()
@@ -689,6 +668,29 @@ def _notify(config: Mapping[str, Any], name: str) -> Notify:
     except ValidationError as error:
         log.warning("%s: its notify settings are unreadable (%s); using the defaults", name, error)
         return Notify()
+
+
+async def settle_streak(
+    session: AsyncSession, run: Run, config: Mapping[str, Any]
+) -> Streak | None:
+    """Start or end the failure streak of `run`'s deployment with its ending, in the
+    transaction that records that ending: "run.failing" when a failure the worker will not
+    retry starts one, "run.recovered" when a success ends one, None when nothing changed
+    (or another node's ending changed it first). `config` is the run's version's."""
+    failed = run.status in FAILURES
+    if not failed and run.status != "succeeded":
+        return None
+    if failed and run.attempt <= _retries(config):
+        return None
+    flipped = await session.execute(
+        update(Deployment)
+        .where(Deployment.id == run.deployment_id, Deployment.failing == (not failed))
+        .values(failing=failed)
+        .execution_options(synchronize_session=False)
+    )
+    if flipped.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return "run.failing" if failed else "run.recovered"
 
 
 def _retries(config: Mapping[str, Any]) -> int:

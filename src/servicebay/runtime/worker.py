@@ -63,6 +63,7 @@ from servicebay.core.identity import create_key
 from servicebay.core.instance import Instance
 from servicebay.core.models import ApiKey, Deployment, DeploymentVersion, Run, User, utcnow
 from servicebay.runtime import runs
+from servicebay.runtime.alerts import Streak, settle_streak
 from servicebay.runtime.config import CronConfig, WebhookConfig
 from servicebay.runtime.layout import Layout
 from servicebay.runtime.process import (
@@ -82,8 +83,9 @@ from servicebay.runtime.warm import Zygotes
 
 log = logging.getLogger(__name__)
 
-OnFinished = Callable[[Deployment, Run], Awaitable[None]]
-"""Told about every run that ended (the alerts hook), with its deployment."""
+OnFinished = Callable[[Deployment, Run, Streak | None], Awaitable[None]]
+"""Told about every run that ended (metrics, alerts), with its deployment and the change
+of its failure streak that its ending made, if any (`alerts.settle_streak`)."""
 
 RunConfig = CronConfig | WebhookConfig
 
@@ -233,6 +235,15 @@ class _Ending:
     rest: str
     """The log's lines not stored yet."""
     prepared: Prepared | None
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A run as its ending was recorded, and the change that made to its deployment's
+    failure streak (None: none)."""
+
+    run: Run
+    streak: Streak | None
 
 
 @dataclass(frozen=True)
@@ -416,17 +427,21 @@ class Worker:
         logs = RunLog(self.instance, run.id)
         try:
             ending = await self._run(prepared, logs, active)
-            finished = await self._finish(run.id, ending, logs=logs, prepared=prepared)
-            if finished is not None:
-                if ending.status in ("failed", "timed_out") and not active.shutdown:
-                    await self._queue_retry(finished, deployment, version)
-                await self._tell(deployment, finished)
-            return finished
+            ended = await self._finish(run.id, ending, logs=logs, prepared=prepared)
+            if ended is None:
+                return None
+            if ending.status in ("failed", "timed_out") and not active.shutdown:
+                await self._queue_retry(ended.run, deployment, version)
+            await self._tell(deployment, ended)
+            return ended.run
         except Exception:
             log.exception("worker %s failed to run %s", self.id, run.id)
             with contextlib.suppress(Exception):
                 ending = Ending("failed", "the platform failed to run it")
-                return await self._finish(run.id, ending, logs=logs, prepared=prepared)
+                ended = await self._finish(run.id, ending, logs=logs, prepared=prepared)
+                if ended is not None:
+                    await self._tell(deployment, ended)
+                    return ended.run
             return None
         finally:
             del self._active[run.id]
@@ -612,10 +627,11 @@ class Worker:
         *,
         logs: RunLog | None = None,
         prepared: Prepared | None = None,
-    ) -> Run | None:
-        """Record the ending, in one transaction with the log's last lines and the
-        revocation of the run's key (which otherwise expires on its own); endings that
-        come while one is being written share the next transaction (`_record_endings`)."""
+    ) -> Ended | None:
+        """Record the ending, in one transaction with the log's last lines, the revocation
+        of the run's key (which otherwise expires on its own) and the change it makes to
+        its deployment's failure streak; endings that come while one is being written
+        share the next transaction (`_record_endings`). None if another node ended it."""
         rest = await logs.close() if logs is not None else ""
         finished = await self._endings.submit(_Ending(run_id, ending, rest, prepared))
         if logs is not None:
@@ -624,12 +640,17 @@ class Worker:
             self.instance.authenticator.forget(prepared.secret)
         return finished
 
-    async def _record_endings(self, endings: Sequence[_Ending]) -> list[Run | None]:
+    async def _record_endings(self, endings: Sequence[_Ending]) -> list[Ended | None]:
         """One transaction for a batch of endings. A run another node ended meanwhile (an
         orphan sweep) keeps the ending and the log that node recorded."""
+        finished: list[Ended | None] = []
         async with self.instance.sessions() as session, session.begin():
-            finished = [await runs.finish_run(session, one.run_id, one.ending) for one in endings]
-            ours = [one for one, run in zip(endings, finished, strict=True) if run is not None]
+            for one in endings:
+                run = await runs.finish_run(session, one.run_id, one.ending)
+                config = one.prepared.version.config if one.prepared else {}
+                streak = None if run is None else await settle_streak(session, run, config)
+                finished.append(None if run is None else Ended(run, streak))
+            ours = [one for one, ended in zip(endings, finished, strict=True) if ended]
             await runs.append_logs(session, [(one.run_id, one.rest) for one in ours if one.rest])
             keys = [one.prepared.key_id for one in endings if one.prepared and one.prepared.key_id]
             if keys:
@@ -640,13 +661,13 @@ class Worker:
                 )
         return finished
 
-    async def _tell(self, deployment: Deployment, run: Run) -> None:
+    async def _tell(self, deployment: Deployment, ended: Ended) -> None:
         if self.on_finished is None:
             return
         try:
-            await self.on_finished(deployment, run)
+            await self.on_finished(deployment, ended.run, ended.streak)
         except Exception:
-            log.exception("the alert hook failed for run %s of %s", run.id, deployment.name)
+            log.exception("the run hook failed for run %s of %s", ended.run.id, deployment.name)
 
     async def _queue_retry(
         self, run: Run, deployment: Deployment, version: DeploymentVersion
@@ -721,11 +742,11 @@ class Worker:
                     orphans.append((run, deployment, f"its worker {run.worker} stopped answering"))
         for run, deployment, why in orphans:
             ending = Ending("failed", f"{why} before the run ended (crash or restart)")
-            finished = await self._finish(run.id, ending)
+            ended = await self._finish(run.id, ending)
             await self._revoke_run_keys(run.id)
-            if finished is not None:
+            if ended is not None:
                 log.warning("run %s of %s marked failed: %s", run.id, deployment.name, why)
-                await self._tell(deployment, finished)
+                await self._tell(deployment, ended)
 
     async def _timeout_of(self, session: AsyncSession, run: Run, deployment: Deployment) -> int:
         config = await session.scalar(

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from servicebay.fakes.base import Answer
+from servicebay.fakes.base import Answer, FakeServer, Received
 from servicebay.fakes.github import FakeGitHub
 from tests.connectors.conftest import (
     Connector,
@@ -89,6 +89,43 @@ def test_a_limit_stops_reading_pages_and_says_truncated(
     listed = answer.json()
     assert (listed["count"], listed["truncated"], len(listed["pull_requests"])) == (150, True, 150)
     assert len(fake.requests_to("/repos/knicks/analytics/pulls")) == 2
+
+
+@pytest.fixture(scope="module")
+def looping(run_connector: RunConnector) -> Iterator[tuple[Connector, FakeServer]]:
+    """A GitHub whose `next` links never end: after empty pages (`empty`), back to a page
+    already read (`again`), or to one more page of a single pull request (`thin`)."""
+
+    def page(received: Received, repo: str) -> Answer:
+        number = int(received.param("page") or 1)
+        pulls = [] if repo == "empty" else [{"number": number, "title": "t"}]
+        following = 2 if repo == "again" else number + 1
+        link = f'<{vendor.url}/repos/knicks/{repo}/pulls?page={following}>; rel="next"'
+        return Answer(200, pulls, {"Link": link})
+
+    with FakeServer() as vendor:
+        vendor.route("GET", "/repos/knicks/(?P<repo>[a-z]+)/pulls", page)
+        yield (
+            run_connector("github", {"GITHUB_TOKEN": TOKEN, "GITHUB_BASE_URL": vendor.url}),
+            vendor,
+        )
+
+
+@pytest.mark.parametrize(
+    ("repo", "limit", "pages", "count"),
+    [("empty", 500, 1, 0), ("again", 500, 2, 2), ("thin", 150, 2, 2)],
+)
+def test_pages_stop_when_empty_repeated_or_more_than_the_limit_needs(
+    looping: tuple[Connector, FakeServer], repo: str, limit: int, pages: int, count: int
+) -> None:
+    github, vendor = looping
+    vendor.clear()
+    answer = github.call(
+        "GET", "/open_pull_requests", params={"owner": "knicks", "repo": repo, "limit": limit}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["count"] == count
+    assert len(vendor.requests_to(f"/repos/knicks/{repo}/pulls")) == pages
 
 
 def test_a_pull_request_whose_author_was_deleted_has_no_author(

@@ -56,11 +56,18 @@ def open_pull_requests(owner: str, repo: str, limit: int = 500) -> dict[str, Any
     upstream = github()
     pulls: list[dict[str, Any]] = []
     page: str | None = f"/repos/{owner}/{repo}/pulls?state=open&per_page={PER_PAGE}"
-    while page is not None and len(pulls) < limit:
+    read: set[str] = set()
+    # at most the pages `limit` needs: a vendor repeating its `next` link cannot loop us
+    for _ in range(-(-limit // PER_PAGE)):
+        if page is None or len(pulls) >= limit:
+            break
+        read.add(page)
         reply = upstream.request("GET", page)
         answer = _checked(reply, f"{owner}/{repo}")
         pulls += [_pull(pull) for pull in answer if isinstance(pull, dict)]
         page = _next(reply)
+        if not answer or page in read:
+            page = None  # an empty page, or one already read, is the end
     return {
         "repository": f"{owner}/{repo}",
         "count": min(len(pulls), limit),

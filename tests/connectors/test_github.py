@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -173,6 +174,20 @@ def test_githubs_rate_limit_is_a_429_with_retry_after(github: Connector, fake: F
     )
     assert_problem(answer, 429, "GitHub is rate limiting", "42 s")
     assert answer.headers["Retry-After"] == "42"
+
+
+def test_a_retry_after_that_is_not_ascii_digits_falls_back_to_the_reset_time(
+    github: Connector, fake: FakeGitHub
+) -> None:
+    reset = str(int(time.time()) + 60)
+    headers = {"Retry-After": "\xb2", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}
+    limited = Answer(403, {"message": "API rate limit exceeded"}, headers)
+    fake.interject("GET", "/repos/knicks/analytics/pulls", limited)
+    answer = github.call(
+        "GET", "/open_pull_requests", params={"owner": "knicks", "repo": "analytics"}
+    )
+    assert_problem(answer, 429, "GitHub is rate limiting")
+    assert 50 <= int(answer.headers["Retry-After"]) <= 60
 
 
 def test_another_github_error_is_a_502_naming_it(github: Connector, fake: FakeGitHub) -> None:

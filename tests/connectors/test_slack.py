@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from servicebay.fakes.base import Answer
 from servicebay.fakes.slack import FakeSlack
 from tests.connectors.conftest import (
     Connector,
@@ -76,6 +77,17 @@ def test_slacks_rate_limit_is_a_429_with_its_retry_after(slack: Connector, fake:
     )
     assert_problem(answer, 429, "Slack", "17 s")
     assert answer.headers["Retry-After"] == "17"
+
+
+def test_a_retry_after_that_is_not_ascii_digits_is_slacks_usual_30_s(
+    slack: Connector, fake: FakeSlack
+) -> None:
+    fake.interject("POST", ".*/chat.postMessage", Answer(429, None, {"Retry-After": "\xb2"}))
+    answer = slack.call(
+        "POST", "/post_message_to_channel", params={"channel_name": "general", "message": "hi"}
+    )
+    assert_problem(answer, 429, "Slack", "30 s")
+    assert answer.headers["Retry-After"] == "30"
 
 
 def test_a_refused_token_is_a_502_for_the_admin_that_never_shows_the_token(

@@ -13,7 +13,7 @@ import pytest
 
 from servicebay.fakes.base import Answer, FakeServer, Received
 from servicebay.sdk import HttpError
-from servicebay.sdk.upstream import MAX_ANSWER_BYTES, Upstream, problem, setting
+from servicebay.sdk.upstream import MAX_ANSWER_BYTES, Upstream, problem, setting, whole_seconds
 
 TOKEN = "vendor-token-0123456789"
 
@@ -202,3 +202,23 @@ def test_a_base_url_that_is_not_http_and_a_missing_setting_are_clear_errors(
     with pytest.raises(RuntimeError, match="SOME_TOKEN is not set"):
         setting("SOME_TOKEN")
     assert setting("SOME_TOKEN", "fallback") == "fallback"
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("42", 42),
+        (" 7 ", 7),
+        ("\xb2", None),
+        ("\u0663", None),
+        ("-1", None),
+        ("1.5", None),
+        ("9" * 5000, None),
+        ("Wed, 21 Oct 2026 07:28:00 GMT", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_whole_seconds_are_ascii_digits_only(value: str | None, seconds: int | None) -> None:
+    """ "²" and "٣" pass `str.isdigit()`; `int()` fails on the first (and 5000 digits)."""
+    assert whole_seconds(value) == seconds

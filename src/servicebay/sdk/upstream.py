@@ -23,6 +23,7 @@ from __future__ import annotations
 import http.client
 import json as jsonlib
 import os
+import re
 import socket
 import threading
 import urllib.error
@@ -36,13 +37,14 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from servicebay.sdk.service import HttpError
 
-__all__ = ["MAX_ANSWER_BYTES", "Reply", "Upstream", "problem", "setting"]
+__all__ = ["MAX_ANSWER_BYTES", "Reply", "Upstream", "problem", "setting", "whole_seconds"]
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds a whole request may take, from connecting to the last byte of the answer."""
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 """The largest answer body read (16 MiB); a larger one is a 502, not a service out of memory."""
 _REDACTED = "[redacted]"
+_WHOLE = re.compile(r"[0-9]{1,12}")
 
 
 def setting(name: str, default: str | None = None) -> str:
@@ -58,6 +60,15 @@ def setting(name: str, default: str | None = None) -> str:
             "for it (`bay secrets allow`) and its settings as environment variables"
         )
     return value
+
+
+def whole_seconds(value: str | None) -> int | None:
+    """`value` (a `Retry-After`, a reset time) as a whole number, when it is one in ASCII
+    digits; None otherwise. Not `str.isdigit()`: "²" passes it and then fails `int()`."""
+    if value is None:
+        return None
+    value = value.strip()
+    return int(value) if _WHOLE.fullmatch(value) else None
 
 
 def problem(
@@ -98,6 +109,10 @@ class Reply:
                 f"{self.vendor} answered {self.status} with a body that is not JSON",
                 title="Bad Gateway",
             ) from None
+
+    def retry_after(self) -> int | None:
+        """The `Retry-After` header in seconds, if it is a number of them."""
+        return whole_seconds(self.headers.get("Retry-After"))
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):

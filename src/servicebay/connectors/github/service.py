@@ -13,7 +13,7 @@ from functools import cache
 from typing import Any
 
 from servicebay.sdk import HttpError, Service
-from servicebay.sdk.upstream import Reply, Upstream, setting
+from servicebay.sdk.upstream import Reply, Upstream, setting, whole_seconds
 
 app = Service(
     "github", description="The organisation's GitHub repositories: their open pull requests."
@@ -136,12 +136,12 @@ def _rate_limit_wait(reply: Reply) -> int | None:
     with `Retry-After`, or `x-ratelimit-remaining: 0` and its reset time)."""
     if reply.status not in (403, 429):
         return None
-    retry_after = reply.headers.get("Retry-After", "")
-    if retry_after.isdigit():
-        return int(retry_after)
-    reset = reply.headers.get("X-RateLimit-Reset", "")
-    if reply.headers.get("X-RateLimit-Remaining") == "0" and reset.isdigit():
-        return max(int(reset) - int(time.time()), 1)
+    retry_after = reply.retry_after()
+    if retry_after is not None:
+        return retry_after
+    reset = whole_seconds(reply.headers.get("X-RateLimit-Reset"))
+    if reply.headers.get("X-RateLimit-Remaining") == "0" and reset is not None:
+        return max(reset - int(time.time()), 1)
     return None
 
 

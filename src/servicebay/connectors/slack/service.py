@@ -51,8 +51,7 @@ def post_message_to_channel(channel_name: str, message: str) -> dict[str, Any]:
         "POST", "/chat.postMessage", json={"channel": channel_name, "text": message}
     )
     if reply.status == 429:
-        given = reply.headers.get("Retry-After", "")
-        wait = given if given.isdigit() else "30"
+        wait = str(reply.retry_after() or 30)
         raise upstream.error(
             f"is rate limiting this workspace's messages; retry after {wait} s",
             status=429,

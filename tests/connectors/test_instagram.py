@@ -22,7 +22,8 @@ USER = "17841405822304914"
 
 
 def count_on(day: date) -> int:
-    return 5000 + day.day
+    """New followers on `day`, as Meta's `follower_count` insight counts them."""
+    return 100 + day.day
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_the_follower_count_is_the_accounts_followers_count(
     assert sent.headers["authorization"] == f"Bearer {TOKEN}"
 
 
-def test_the_count_by_date_is_the_follower_count_insight_of_each_day(
+def test_the_new_followers_by_date_are_the_follower_count_insight_of_each_day(
     instagram: Connector, fake: FakeInstagram
 ) -> None:
     first = datetime.now(UTC).date() - timedelta(days=9)
@@ -71,7 +72,7 @@ def test_the_count_by_date_is_the_follower_count_insight_of_each_day(
     assert answer.status_code == 200, answer.text
     days = [first + timedelta(days=offset) for offset in range(3)]
     assert answer.json() == {
-        "days": [{"date": str(day), "followers_count": count_on(day)} for day in days]
+        "days": [{"date": str(day), "new_followers": count_on(day)} for day in days]
     }
     (sent,) = fake.requests_to(f"/v19.0/{USER}/insights")
     assert dict(sent.query) == {
@@ -83,7 +84,7 @@ def test_the_count_by_date_is_the_follower_count_insight_of_each_day(
     assert sent.headers["authorization"] == f"Bearer {TOKEN}"
 
     one = instagram.call("GET", "/get_follower_count_by_date", params={"date": str(first)})
-    assert one.json() == {"days": [{"date": str(first), "followers_count": count_on(first)}]}
+    assert one.json() == {"days": [{"date": str(first), "new_followers": count_on(first)}]}
 
 
 @pytest.mark.parametrize(
@@ -92,7 +93,9 @@ def test_the_count_by_date_is_the_follower_count_insight_of_each_day(
         ({"date": "last friday"}, ["date", "YYYY-MM-DD"]),
         ({"date": "2026-01-10", "until": "2026-01-09"}, ["before"]),
         ({"date": "2026-01-01", "until": "2026-03-01"}, ["at most 30 days"]),
-        ({"date": "2999-01-01"}, ["future"]),
+        ({"date": "2999-01-01"}, ["today or later"]),
+        ({"date": str(datetime.now(UTC).date())}, ["today or later", "once it is over"]),
+        ({"date": "someday", "until": "2999-01-01"}, ["query.date", "query.until"]),
     ],
 )
 def test_bad_days_are_400s_before_instagram_is_called(
@@ -158,3 +161,15 @@ def test_an_insight_of_an_unknown_shape_is_a_502(instagram: Connector, fake: Fak
     day = str(datetime.now(UTC).date() - timedelta(days=3))
     answer = instagram.call("GET", "/get_follower_count_by_date", params={"date": day})
     assert_problem(answer, 502, "Instagram answered a follower_count insight of an unknown shape")
+
+
+def test_days_meta_has_no_insight_for_are_an_empty_list(
+    fake: FakeInstagram, run_connector: RunConnector
+) -> None:
+    """Meta answers `{"data": []}` for an account under 100 followers."""
+    with FakeInstagram(token=TOKEN, user_id=USER, followers_count=99) as small:
+        connector = run_connector("instagram", settings(small))
+        day = str(datetime.now(UTC).date() - timedelta(days=3))
+        answer = connector.call("GET", "/get_follower_count_by_date", params={"date": day})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"days": []}

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
 from servicebay.fakes import FAKES, fake_class
+from servicebay.fakes.instagram import FakeInstagram
 from servicebay.fakes.salesforce import FakeSalesforce
 from servicebay.fakes.slack import FakeSlack
 
@@ -88,3 +90,21 @@ def test_the_salesforce_fake_refuses_a_query_with_text_pasted_into_it() -> None:
         unauthenticated = client.get("/services/data/v61.0/query", params={"q": escaped})
         assert unauthenticated.status_code == 401
         assert unauthenticated.json()[0]["errorCode"] == "INVALID_SESSION_ID"
+
+
+def test_the_instagram_fake_counts_new_followers_a_day_as_meta_does() -> None:
+    """Meta's `follower_count` insight: new followers per day, only for days already over,
+    and no data at all for an account under 100 followers."""
+    today = datetime.now(UTC).date()
+    query = {"metric": "follower_count", "period": "day"}
+    since = str(today - timedelta(days=2))
+    with FakeInstagram(token="t", user_id="1", followers_count=7100) as fake:
+        url, bearer = f"{fake.base_url}/1/insights", {"Authorization": "Bearer t"}
+        until = str(today + timedelta(days=1))
+        answer = httpx.get(url, params={**query, "since": since, "until": until}, headers=bearer)
+        (insight,) = answer.json()["data"]
+        assert [value["value"] for value in insight["values"]] == [15, 15]
+        assert insight["description"] == "The number of new followers each day"
+        fake.followers_count = 99
+        answer = httpx.get(url, params={**query, "since": since}, headers=bearer)
+        assert answer.json() == {"data": []}

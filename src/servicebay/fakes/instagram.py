@@ -1,11 +1,13 @@
 """The Instagram Graph API for one business account: its follower count, and the
-`follower_count` insight by day.
+`follower_count` insight by day, which Meta documents as the new followers of each day
+(not the total), for days already over, and not at all for accounts under 100 followers.
 
 Shapes as the Graph API answers them: `GET /{version}/{ig-user-id}?fields=followers_count`
 gives `{"followers_count", "id"}`; `GET /{version}/{ig-user-id}/insights?metric=
 follower_count&period=day&since=&until=` gives `{"data": [{"name", "period", "values":
-[{"value", "end_time"}], ...}], "paging"}`, a value per day from `since` up to `until`,
-each ending the next day at 07:00 UTC. Errors are HTTP 400 with `{"error": {"message",
+[{"value", "end_time"}], ...}], "paging"}`, a value per day from `since` up to `until`
+(today excluded), each ending the next day at 07:00 UTC; `{"data": []}` when there is
+none. Errors are HTTP 400 with `{"error": {"message",
 "type", "code", "fbtrace_id"}}`. The token comes as `Authorization: Bearer` or
 `access_token`.
 """
@@ -21,14 +23,18 @@ DEMO_TOKEN = "EAAServiceBayDemoInstagramToken0000000000"  # noqa: S105 (the fake
 DEMO_USER = "17841400000000000"
 VERSION = "v19.0"
 MAX_DAYS = 30
+NEW_A_DAY = 15
+MIN_FOLLOWERS = 100
+"""Meta gives no follower_count insight for an account with fewer followers."""
 USER_FIELDS = frozenset(
     {"id", "username", "name", "followers_count", "follows_count", "media_count"}
 )
 
 
 class FakeInstagram(FakeServer):
-    """One account, `user_id`, followed by `followers_count` accounts now and by
-    `count_on(day)` on earlier days (default: 15 fewer for each day back)."""
+    """One account, `user_id`, followed by `followers_count` accounts now, of which
+    `count_on(day)` started following on `day` (the `follower_count` insight; default 15
+    a day)."""
 
     name = "instagram"
     not_found = {
@@ -70,8 +76,9 @@ class FakeInstagram(FakeServer):
             f"INSTAGRAM_ACCESS_TOKEN={self.token} INSTAGRAM_USER_ID={self.user_id}"
         )
 
-    def _trend(self, day: date) -> int:
-        return self.followers_count - 15 * (datetime.now(UTC).date() - day).days
+    @staticmethod
+    def _trend(day: date) -> int:
+        return NEW_A_DAY
 
     def _refusal(self, received: Received, user: str) -> Answer | None:
         bearer = received.headers.get("authorization", "")
@@ -147,7 +154,11 @@ class FakeInstagram(FakeServer):
                 "OAuthException",
                 100,
             )
+        today = datetime.now(UTC).date()
         days = [since + timedelta(days=offset) for offset in range((until - since).days)]
+        days = [day for day in days if day < today]
+        if self.followers_count < MIN_FOLLOWERS or not days:
+            return Answer(200, {"data": []})
         values = [
             {"value": self.count_on(day), "end_time": f"{day + timedelta(days=1)}T07:00:00+0000"}
             for day in days
@@ -157,7 +168,7 @@ class FakeInstagram(FakeServer):
             "period": "day",
             "values": values,
             "title": "Follower Count",
-            "description": "Total number of unique accounts following this profile",
+            "description": "The number of new followers each day",
             "id": f"{user}/insights/follower_count/day",
         }
         return Answer(200, {"data": [insight], "paging": {"previous": "", "next": ""}})

@@ -93,6 +93,20 @@ class HttpError(Exception):
         self.headers = headers or {}
 
 
+def field_error(name: str, message: str, kind: str, where: str = "query") -> dict[str, Any]:
+    """One bad parameter, as an entry of a 400's `errors` (the framework's own shape)."""
+    return {"loc": [where, name], "msg": message, "type": kind}
+
+
+def invalid(errors: list[dict[str, Any]]) -> HttpError:
+    """The 400 for every bad parameter at once, each in `errors` and in the detail: a
+    caller fixes them all in one go instead of one per call."""
+    said = "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'])} {error['msg']}" for error in errors
+    )
+    return HttpError(400, f"the request is invalid: {said}", errors=errors)
+
+
 @dataclass(frozen=True)
 class _Param:
     name: str

@@ -1,4 +1,5 @@
-"""Instagram: the business account's follower count, now and by day, from the Graph API.
+"""Instagram: the business account's follower count now, and its new followers by day,
+from the Graph API.
 
 Settings: `INSTAGRAM_ACCESS_TOKEN` (secret), `INSTAGRAM_USER_ID` (the account's Instagram
 user id, stored as a secret too: one per instance, no folder edit), `INSTAGRAM_BASE_URL`
@@ -11,12 +12,14 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from servicebay.sdk import HttpError, Service
+from servicebay.sdk import Service
+from servicebay.sdk.service import field_error, invalid
 from servicebay.sdk.upstream import Reply, Upstream, setting
 
 app = Service(
     "instagram",
-    description="The company's Instagram business account: its follower count, now and by day.",
+    description="The company's Instagram business account: its follower count now, and its "
+    "new followers by day.",
 )
 
 MAX_DAYS = 30
@@ -51,18 +54,25 @@ def get_follower_count() -> dict[str, Any]:
 
 @app.get("/get_follower_count_by_date")
 def get_follower_count_by_date(date: str, until: str | None = None) -> dict[str, Any]:
-    """The follower count on `date`, or on each day from `date` to `until` (both included).
+    """The accounts that started following on `date`, or on each day from `date` to `until`
+    (both included): `{"days": [{"date", "new_followers"}, ...]}`.
 
-    Days are `YYYY-MM-DD`, at most 30 of them, none in the future. Answers
-    `{"days": [{"date", "followers_count"}, ...]}`, the Graph API's `follower_count`
-    insight for each day.
+    This is the Graph API's `follower_count` insight, which Meta documents as the new
+    followers of each day (unfollows not subtracted), not the total: a total on a past day
+    cannot be rebuilt from it. Days are `YYYY-MM-DD`, at most 30 of them, before today
+    (Meta gives a day once it is over). `days` is empty when Meta has no insight for them
+    (an account under 100 followers, or days more than 30 back).
     """
-    first = _day("date", date)
-    last = _day("until", until) if until else first
-    if last < first:
-        raise HttpError(400, f"`until` ({last}) is before `date` ({first})")
-    if (last - first).days >= MAX_DAYS:
-        raise HttpError(400, f"at most {MAX_DAYS} days at once; ask for a shorter range")
+    errors: list[dict[str, Any]] = []
+    first = _day("date", date, errors)
+    last = _day("until", until, errors) if until else first
+    if first and last:
+        if last < first:
+            errors.append(field_error("until", f"({last}) is before `date` ({first})", "range"))
+        elif (last - first).days >= MAX_DAYS:
+            errors.append(field_error("until", f"at most {MAX_DAYS} days at once", "range"))
+    if errors or first is None or last is None:
+        raise invalid(errors)
     upstream, user = graph()
     query = {
         "metric": "follower_count",
@@ -72,11 +82,13 @@ def get_follower_count_by_date(date: str, until: str | None = None) -> dict[str,
     }
     answer = _answer(upstream, upstream.request("GET", f"/{user}/insights", query=query))
     try:
+        if answer["data"] == []:
+            return {"days": []}
         (insight,) = answer["data"]
         values = [(value["end_time"][:10], value.get("value")) for value in insight["values"]]
         # A day's value ends at the start of the next day.
         days = [
-            {"date": str(_date_of(end) - timedelta(days=1)), "followers_count": count}
+            {"date": str(_date_of(end) - timedelta(days=1)), "new_followers": count}
             for end, count in values
         ]
     except (KeyError, TypeError, ValueError):
@@ -88,17 +100,20 @@ def _date_of(text: str) -> date:
     return datetime.strptime(text, "%Y-%m-%d").date()
 
 
-def _day(name: str, text: str) -> date:
+def _day(name: str, text: str, errors: list[dict[str, Any]]) -> date | None:
+    """The day `text`, or None with what is wrong with it added to `errors`."""
     try:
         day = date.fromisoformat(text)
     except ValueError:
-        raise HttpError(
-            400,
-            f"`{name}` should be a day as YYYY-MM-DD, not {text!r}",
-            errors=[{"loc": ["query", name], "msg": "should be YYYY-MM-DD", "type": "date"}],
-        ) from None
-    if day > datetime.now(UTC).date():
-        raise HttpError(400, f"`{name}` ({day}) is in the future: no count for it yet")
+        errors.append(field_error(name, f"should be a day as YYYY-MM-DD, not {text!r}", "date"))
+        return None
+    if day >= datetime.now(UTC).date():
+        errors.append(
+            field_error(
+                name, f"({day}) is today or later: Meta gives a day once it is over", "future"
+            )
+        )
+        return None
     return day
 
 

@@ -107,6 +107,46 @@ def test_every_wrong_field_is_listed_and_nothing_is_sent(mailer: Connector, fake
     assert fake.messages == []
 
 
+@pytest.mark.parametrize("a_break", ["\x0b", "\x85", "\u2028", "\r\n"])
+def test_a_line_break_of_any_kind_in_a_subject_or_address_is_a_400(
+    mailer: Connector, fake: FakeSMTP, a_break: str
+) -> None:
+    """Any of them could start another header (`Bcc:`) if it got through."""
+    answer = send(
+        mailer,
+        {
+            "to": "ana@corp.com",
+            "reply_to": f"Eve{a_break}Bcc: x@evil.com <e@x.com>",
+            "subject": f"hi{a_break}Bcc: x@evil.com",
+            "text": "t",
+        },
+    )
+    problem = assert_problem(answer, 400, "body.subject", "body.reply_to")
+    messages = {error["loc"][1]: error["msg"] for error in problem["errors"]}
+    assert messages["subject"] == "is one line: no line breaks"
+    assert messages["reply_to"].endswith("has a line break in it")
+    assert fake.messages == []
+
+
+@pytest.mark.parametrize(
+    ("field", "item", "words"),
+    [
+        ("to", "ana@corp.com, eve@evil.com", "more than one address"),
+        ("cc", "ana@corp.com eve@evil.com", "address"),
+        ("bcc", "jös@corp.com", "SMTPUTF8"),
+        ("to", "Jös <jös@corp.com>", "SMTPUTF8"),
+    ],
+)
+def test_each_item_is_exactly_one_ascii_address(
+    mailer: Connector, fake: FakeSMTP, field: str, item: str, words: str
+) -> None:
+    """`parseaddr` would keep the first of two addresses and silently drop the other."""
+    answer = send(mailer, {"to": "ana@corp.com", field: item, "subject": "s", "text": "t"})
+    problem = assert_problem(answer, 400, f"body.{field}")
+    assert words in problem["errors"][0]["msg"]
+    assert fake.messages == []
+
+
 def test_a_refused_recipient_is_named_and_the_others_still_get_it(
     mailer: Connector, fake: FakeSMTP
 ) -> None:

@@ -14,7 +14,7 @@ import smtplib
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import formataddr, make_msgid, parseaddr
+from email.utils import formataddr, getaddresses, make_msgid, parseaddr
 from functools import cache
 from typing import Any
 
@@ -26,6 +26,8 @@ app = Service(
 )
 
 ADDRESS = re.compile(r"[^@\s<>\"(),;:]+@[^@\s<>\"(),;:.]+(\.[^@\s<>\"(),;:.]+)+")
+LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+"""What `str.splitlines` splits on."""
 MAX_RECIPIENTS = 50
 FIELDS = {"to", "cc", "bcc", "subject", "text", "html", "reply_to"}
 TIMEOUT = 30.0
@@ -98,7 +100,7 @@ def _message(fields: dict[str, Any], settings: Server) -> tuple[EmailMessage, li
     subject = fields.get("subject")
     if not isinstance(subject, str) or not subject.strip():
         errors.append(_error("subject", "is required, as text", "missing"))
-    elif "\r" in subject or "\n" in subject:
+    elif _breaks_lines(subject):
         errors.append(_error("subject", "is one line: no line breaks", "header"))
     bodies = {name: fields.get(name) for name in ("text", "html") if fields.get(name) is not None}
     for name, body in bodies.items():
@@ -132,12 +134,39 @@ def _addresses(fields: dict[str, Any], name: str, errors: list[dict[str, Any]]) 
         return []
     addresses = []
     for item in given:
-        display, address = parseaddr(item)
-        if "\r" in item or "\n" in item or not ADDRESS.fullmatch(address):
-            errors.append(_error(name, f"{item!r} is not an e-mail address", "email"))
+        wrong = _wrong_address(item)
+        if wrong:
+            errors.append(_error(name, f"{item!r} {wrong}", "email"))
         else:
+            display, address = parseaddr(item)
             addresses.append(formataddr((display, address)) if name == "reply_to" else address)
     return addresses
+
+
+def _wrong_address(item: str) -> str | None:
+    """What is wrong with `item` as one address (`a@b.com` or `Ann <a@b.com>`), or None.
+
+    It must parse as exactly one address that formats back to itself: `parseaddr` keeps
+    the first of "a@b.com, c@b.com" and drops the rest without a word, and would pass a
+    display name with a line break in it into the header.
+    """
+    if _breaks_lines(item):
+        return "has a line break in it"
+    found = getaddresses([item])
+    if len(found) != 1:
+        return "is more than one address: give a list, one address an item"
+    display, address = found[0]
+    if not address.isascii():
+        return "is not ASCII: such addresses need SMTPUTF8, which the connector does not use"
+    if not ADDRESS.fullmatch(address) or parseaddr(formataddr((display, address))) != found[0]:
+        return "is not an e-mail address"
+    return None
+
+
+def _breaks_lines(text: str) -> bool:
+    """Whether `text` has any of the line breaks `str.splitlines` knows (\\v, \\x85 and
+    \\u2028 too, not only CR and LF): the e-mail library refuses each in a header."""
+    return not LINE_BREAKS.isdisjoint(text)
 
 
 def _send(message: EmailMessage, recipients: list[str], settings: Server) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -114,6 +115,9 @@ async def update_user(
     return user
 
 
+DISABLED_OWNER = "{email} is disabled: enable the user before issuing keys"
+
+
 @dataclass(frozen=True)
 class IssuedKey:
     """A freshly created key: `secret` is the only copy of the key there will ever be."""
@@ -127,22 +131,33 @@ async def create_key(
 ) -> IssuedKey:
     """A new key of `user`, valid for `lifetime` (for good if None); the secret is in the
     answer and nowhere else."""
-    if user.disabled:
-        raise Conflict(f"{user.email} is disabled: enable the user before issuing keys")
-    secret = new_api_key()
+    [issued] = await create_keys(session, [(user, name, lifetime)])
+    return issued
+
+
+async def create_keys(
+    session: AsyncSession, wanted: Sequence[tuple[User, str, timedelta | None]]
+) -> list[IssuedKey]:
+    """`create_key` for each (user, name, lifetime), inserted in one statement."""
     now = utcnow()
-    record = ApiKey(
-        id=new_id("key"),
-        user_id=user.id,
-        name=name,
-        prefix=secret[:KEY_PREFIX_LENGTH],
-        key_hash=hash_api_key(secret),
-        created_at=now,
-        expires_at=None if lifetime is None else now + lifetime,
-    )
-    session.add(record)
+    issued = []
+    for user, name, lifetime in wanted:
+        if user.disabled:
+            raise Conflict(DISABLED_OWNER.format(email=user.email))
+        secret = new_api_key()
+        record = ApiKey(
+            id=new_id("key"),
+            user_id=user.id,
+            name=name,
+            prefix=secret[:KEY_PREFIX_LENGTH],
+            key_hash=hash_api_key(secret),
+            created_at=now,
+            expires_at=None if lifetime is None else now + lifetime,
+        )
+        issued.append(IssuedKey(record, secret))
+    session.add_all([key.record for key in issued])
     await session.flush()
-    return IssuedKey(record, secret)
+    return issued
 
 
 async def get_key(session: AsyncSession, key_id: str) -> tuple[ApiKey, User]:

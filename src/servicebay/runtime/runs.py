@@ -231,25 +231,36 @@ async def claim(session: AsyncSession, worker: str, limit: int) -> list[Run]:
         ).all()
         if not candidates:
             return claimed
+        free: list[str] = []  # `allow` runs: taken together, in one statement
         for run_id, deployment_id, due_at, created_at, config in candidates:
-            candidate = _Queued(run_id, deployment_id, due_at, created_at)
-            if not await may_start(session, candidate, config.get("concurrency", "allow")):
+            if len(claimed) + len(free) == limit:
+                break
+            concurrency = config.get("concurrency", "allow")
+            if concurrency == "allow":
+                free.append(run_id)
                 continue
-            run = await _update_run(
-                session,
-                Run.id == run_id,
-                Run.status == "queued",
-                status="running",
-                started_at=utcnow(),
-                worker=worker,
-            )
-            if run is not None:
-                claimed.append(run)
-                if len(claimed) == limit:
-                    return claimed
-        if len(candidates) < CLAIM_WINDOW:
-            return claimed  # every other queued run waits for an earlier one of its deployment
+            candidate = _Queued(run_id, deployment_id, due_at, created_at)
+            if await may_start(session, candidate, concurrency):
+                # taken at once: the deployment's next candidate must see it running
+                claimed += await _take(session, worker, [run_id])
+        if free:
+            claimed += await _take(session, worker, free)
+        if len(claimed) == limit or len(candidates) < CLAIM_WINDOW:
+            return claimed  # or every other queued run waits for an earlier one of its own
     return claimed
+
+
+async def _take(session: AsyncSession, worker: str, run_ids: list[str]) -> list[Run]:
+    """Mark the runs `running` for `worker`, those still queued (another worker may have
+    taken some); the runs taken, read back in the same statement."""
+    taken = await session.scalars(
+        update(Run)
+        .where(Run.id.in_(run_ids), Run.status == "queued")
+        .values(status="running", started_at=utcnow(), worker=worker)
+        .returning(Run),
+        execution_options={"populate_existing": True, "synchronize_session": False},
+    )
+    return list(taken)
 
 
 @dataclass(frozen=True)

@@ -48,18 +48,19 @@ import shutil
 import socket
 import stat
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servicebay.core.batching import Batcher
 from servicebay.core.errors import ServiceBayError
-from servicebay.core.identity import create_key
+from servicebay.core.identity import DISABLED_OWNER, create_keys
 from servicebay.core.instance import Instance
 from servicebay.core.models import ApiKey, Deployment, DeploymentVersion, Run, User, utcnow
 from servicebay.runtime import runs
@@ -220,10 +221,24 @@ class Prepared:
     deployment: Deployment
     version: DeploymentVersion
     owner: User
-    key_id: str | None
-    secret: str | None
+    key_id: str | None = None
+    secret: str | None = None
     refusal: str | None = None
     """Why no key could be issued (the owner is disabled): the run fails saying so."""
+
+    @cached_property
+    def config(self) -> RunConfig:
+        """The version's config; ValueError for a kind that has no runs."""
+        return run_config(self.deployment.kind, self.version.config)
+
+    @property
+    def key_lifetime(self) -> timedelta:
+        """The run's timeout, the kill grace and a margin (`KEY_MARGIN_SECONDS`)."""
+        try:
+            timeout = self.config.timeout_seconds
+        except ValueError:
+            timeout = 0  # it cannot start: `_run` says why
+        return timedelta(seconds=timeout + KILL_GRACE_SECONDS + KEY_MARGIN_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -341,7 +356,7 @@ class Worker:
         """Up to `limit` runs, claimed and prepared in one transaction."""
         async with self.instance.sessions() as session, session.begin():
             claimed = await runs.claim(session, self.id, limit)
-            return [await self.prepare(session, run) for run in claimed]
+            return await self.prepare_all(session, claimed)
 
     async def _watch_loop(self) -> None:
         """Notice cancels asked for on any node; now and then, fail orphaned runs."""
@@ -365,27 +380,47 @@ class Worker:
     # --- one run ----------------------------------------------------------------------------
 
     async def prepare(self, session: AsyncSession, run: Run) -> Prepared:
-        """What `run` needs to start, in the caller's transaction (the one that claims or
-        creates it): its deployment, version and owner, and its key, named `run:<id>` and
-        expiring at the run's timeout plus a margin."""
-        deployment, version, owner = (
-            await session.execute(
-                select(Deployment, DeploymentVersion, User)
-                .join(DeploymentVersion, DeploymentVersion.deployment_id == Deployment.id)
-                .join(User, User.id == Deployment.owner_id)
-                .where(Deployment.id == run.deployment_id, DeploymentVersion.version == run.version)
+        """What `run` needs to start (`prepare_all` of one run)."""
+        [prepared] = await self.prepare_all(session, [run])
+        return prepared
+
+    async def prepare_all(self, session: AsyncSession, claimed: Sequence[Run]) -> list[Prepared]:
+        """What the runs need to start, in the caller's transaction (the one that claims or
+        creates them): their deployments, versions and owners, read in one statement, and
+        their keys, named `run:<id>` and expiring at the run's timeout plus a margin,
+        inserted in one. A run whose owner is disabled gets no key, and says why."""
+        if not claimed:
+            return []
+        wanted = {(run.deployment_id, run.version) for run in claimed}
+        rows = await session.execute(
+            select(Deployment, DeploymentVersion, User)
+            .join(DeploymentVersion, DeploymentVersion.deployment_id == Deployment.id)
+            .join(User, User.id == Deployment.owner_id)
+            .where(
+                or_(
+                    *(
+                        and_(Deployment.id == deployment_id, DeploymentVersion.version == number)
+                        for deployment_id, number in wanted
+                    )
+                )
             )
-        ).one()
-        try:
-            timeout = run_config(deployment.kind, version.config).timeout_seconds
-        except ValueError:
-            timeout = 0  # it cannot start: `_run` says why
-        lifetime = timedelta(seconds=timeout + KILL_GRACE_SECONDS + KEY_MARGIN_SECONDS)
-        try:
-            issued = await create_key(session, owner, name=f"run:{run.id}", lifetime=lifetime)
-        except ServiceBayError as refused:
-            return Prepared(run, deployment, version, owner, None, None, refused.message)
-        return Prepared(run, deployment, version, owner, issued.record.id, issued.secret)
+        )
+        found = {
+            (deployment.id, version.version): (deployment, version, owner)
+            for deployment, version, owner in rows
+        }
+        prepared = [Prepared(run, *found[run.deployment_id, run.version]) for run in claimed]
+        issuing = [one for one in prepared if not one.owner.disabled]
+        issued = await create_keys(
+            session, [(one.owner, f"run:{one.run.id}", one.key_lifetime) for one in issuing]
+        )
+        keys = {one.run.id: key for one, key in zip(issuing, issued, strict=True)}
+        return [
+            replace(one, key_id=keys[one.run.id].record.id, secret=keys[one.run.id].secret)
+            if one.run.id in keys
+            else replace(one, refusal=DISABLED_OWNER.format(email=one.owner.email))
+            for one in prepared
+        ]
 
     async def run_now(
         self,
@@ -451,7 +486,7 @@ class Worker:
         try:
             if prepared.secret is None:
                 raise _CannotRun(prepared.refusal or "no key could be issued for the run")
-            config = run_config(deployment.kind, version.config)
+            config = prepared.config
             uid = deployment_uid(deployment.id)
             work = await asyncio.to_thread(self._stage, run, deployment, version, uid, active.call)
             spec = ProcessSpec(

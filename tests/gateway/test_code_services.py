@@ -23,10 +23,11 @@ from typing import Any
 import httpx
 import pytest
 
+from servicebay.runtime.bundle import build_bundle
 from tests.conftest import Server
 from tests.gateway.gateway_support import assert_problem, find_event
 from tests.gateway.test_apps import serving, wait_for_state
-from tests.gateway.test_deployments_api import deploy, folder_of
+from tests.gateway.test_deployments_api import deploy, folder_of, upload
 
 TOKEN_VARIABLE = "RECORDER_TOKEN"
 
@@ -342,8 +343,7 @@ def test_an_undocumented_endpoint_refuses_the_version_and_the_previous_one_keeps
     deploy_service(admin, tmp_path, plain_files(name, "v1", described=True))
     assert admin.get(f"/{name}/hello").json() == {"hello": "v1"}
     # It builds, starts and answers its health check; then its OpenAPI is read.
-    deploy(admin, folder_of(tmp_path, plain_files(name, "v2", described=False)))
-    refused = wait_for_version(admin, name, 2, lambda version: version["status"] == "failed")
+    refused = deploy_refused(admin, folder_of(tmp_path, plain_files(name, "v2", described=False)))
     assert "version 2 is refused" in refused["build_log"]
     assert "GET /hello has none" in refused["build_log"]
     shown = wait_for_state(admin, name, serving(1))
@@ -355,13 +355,22 @@ def test_a_first_version_without_descriptions_never_serves(
     admin: httpx.Client, tmp_path: Path
 ) -> None:
     name = f"bare_{secrets.token_hex(3)}"
-    deploy(admin, folder_of(tmp_path, plain_files(name, "v1", described=False)))
-    refused = wait_for_version(admin, name, 1, lambda version: version["status"] == "failed")
+    refused = deploy_refused(admin, folder_of(tmp_path, plain_files(name, "v1", described=False)))
     assert "GET /hello has none" in refused["build_log"]
     shown = wait_for_state(admin, name, lambda server: server["state"] == "refused")
     assert shown["active_version"] is None
     assert "GET /hello" in shown["server"]["reason"]
     assert admin.get(f"/{name}/hello").status_code == 404
+
+
+def deploy_refused(client: httpx.Client, folder: Path) -> dict[str, Any]:
+    """Deploy a folder whose version builds and is then refused; the failed version."""
+    answer = upload(client, build_bundle(folder).data)
+    assert answer.status_code == 202, answer.text
+    accepted = answer.json()
+    return wait_for_version(
+        client, accepted["name"], accepted["version"], lambda version: version["status"] == "failed"
+    )
 
 
 def wait_for_version(

@@ -7,9 +7,11 @@ applies besides those of every supervised process.
   starts (`reveal_secrets`), so a secret reaches that process's environment and nothing
   else (not its build, not a log line).
 - **Documentation.** Once a new version answers its health check, and before traffic
-  switches to it, its `GET /openapi.json` is read; every operation must carry a summary or
-  a description (`undocumented`), or the version is refused and the previous one keeps
-  serving.
+  switches to it, its `GET /openapi.json` is read (`read_openapi`); every operation must
+  carry a summary or a description (`undocumented`), or the version is refused and the
+  previous one keeps serving. A program that has no OpenAPI of its own (a plain Flask
+  app answers 404 there) is documented by an `openapi.json` file in its folder instead:
+  documentation is the folder's to give, like its README, without changing the program.
 - **Publishing.** An accepted document is stored as the service's record (`services`
   table, kind `code`, with the version it describes), which is how the gateway's service
   registry mounts it at `/{name}/...` and `/docs` lists its endpoints.
@@ -17,8 +19,11 @@ applies besides those of every supervised process.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,6 +35,8 @@ from servicebay.runtime.config import ServiceConfig
 
 OPENAPI_PATH = "/openapi.json"
 """Where a code service documents itself; also its default health path."""
+OPENAPI_FILE = "openapi.json"
+"""The folder's own document, for a program that serves none (404 at OPENAPI_PATH)."""
 OPERATION_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 
 
@@ -99,6 +106,40 @@ async def reveal_secrets(
     return values
 
 
+async def read_openapi(
+    address: str, folder: Path, *, wait_seconds: float
+) -> tuple[Any, str | None]:
+    """The version's OpenAPI document, from its process at `address` or else the folder's
+    `openapi.json`, and why it cannot serve (None: it may)."""
+    try:
+        async with httpx.AsyncClient(timeout=wait_seconds, trust_env=False) as client:
+            answer = await client.get(f"http://{address}{OPENAPI_PATH}")
+    except httpx.HTTPError as error:
+        return None, f"its {OPENAPI_PATH} could not be read ({type(error).__name__})"
+    file = folder / OPENAPI_FILE
+    try:
+        if answer.status_code == 200:
+            document = answer.json()
+        elif answer.status_code == 404 and file.is_file():
+            document = json.loads(file.read_text(encoding="utf-8-sig"))
+        else:
+            return None, (
+                f"GET {OPENAPI_PATH} answered {answer.status_code}: every endpoint needs a "
+                f"description, so serve the program's OpenAPI document there, or put it in "
+                f"an {OPENAPI_FILE} file in the folder"
+            )
+    except ValueError as error:
+        where = OPENAPI_PATH if answer.status_code == 200 else f"the folder's {OPENAPI_FILE}"
+        return None, f"{where} is not JSON ({type(error).__name__})"
+    missing = undocumented(document)
+    if not missing:
+        return document, None
+    return document, (
+        f"every endpoint needs a description, and {', '.join(missing)} has none: document "
+        f"{'them' if len(missing) > 1 else 'it'} (a docstring, or `summary`/`description`)"
+    )
+
+
 def undocumented(document: Any) -> list[str]:
     """The operations (`METHOD /path`) without a summary or description; a document that
     is not OpenAPI at all is one problem naming what is wrong."""
@@ -121,13 +162,8 @@ def undocumented(document: Any) -> list[str]:
     return missing
 
 
-def refusal(version: int, missing: list[str]) -> str:
-    return (
-        f"version {version} is refused: every endpoint needs a description, and "
-        f"{', '.join(missing)} has none in {OPENAPI_PATH}; document "
-        f"{'them' if len(missing) > 1 else 'it'} (a docstring, or `summary`/`description`) "
-        "and deploy again"
-    )
+def refusal(version: int, problem: str) -> str:
+    return f"version {version} is refused: {problem}, then deploy again"
 
 
 async def publish(

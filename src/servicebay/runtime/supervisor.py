@@ -824,21 +824,13 @@ class _Keeper:
         refuse the version (REFUSED: stopped, marked failed with why, the previous version
         active again); a failure to record either is a failed start (why)."""
         assert isinstance(target.config, ServiceConfig)
-        url = f"http://{process.upstream.address}{code_services.OPENAPI_PATH}"
-        document: Any = None
-        try:
-            async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_SECONDS) as client:
-                answer = await client.get(url)
-            missing = (
-                [f"GET {code_services.OPENAPI_PATH} answered {answer.status_code}"]
-                if answer.status_code != 200
-                else code_services.undocumented(document := answer.json())
-            )
-        except (httpx.HTTPError, ValueError) as error:
-            missing = [f"{code_services.OPENAPI_PATH} could not be read ({type(error).__name__})"]
+        folder = self.supervisor.layout.server_dir(self.name, target.version)
+        document, problem = await code_services.read_openapi(
+            process.upstream.address, folder, wait_seconds=HEALTH_TIMEOUT_SECONDS
+        )
         try:
             async with self.supervisor.instance.sessions() as session, session.begin():
-                if not missing:
+                if problem is None:
                     await code_services.publish(
                         session,
                         target.deployment,
@@ -847,7 +839,7 @@ class _Keeper:
                         document,
                     )
                     return None
-                why = code_services.refusal(target.version, missing)
+                why = code_services.refusal(target.version, problem)
                 previous = self.current.version if self.current is not None else None
                 await session.execute(
                     update(DeploymentVersion)

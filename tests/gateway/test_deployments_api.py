@@ -351,6 +351,21 @@ def test_the_articles_impossible_cron_line_names_the_field_and_a_fix(
     assert "'0 0 * * 0'" in error["fix"]
 
 
+def test_a_code_service_cannot_take_a_name_the_platform_routes_itself(
+    admin: httpx.Client, tmp_path: Path
+) -> None:
+    folder = folder_of(
+        tmp_path,
+        {
+            "service.json": '{"name": "docs", "kind": "code", "description": "Docs", '
+            '"start command": "python service.py"}',
+            "service.py": "print('serving')\n",
+            "README.md": "# Docs\n",
+        },
+    )
+    assert_problem(upload(admin, build_bundle(folder).data), 400, "'docs' is reserved")
+
+
 def test_a_code_service_needing_a_secret_it_may_not_have_is_refused_naming_the_fix(
     admin: httpx.Client, tmp_path: Path
 ) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servicebay.core.access import Principal
-from servicebay.core.errors import ConfigurationError, Conflict, Forbidden
+from servicebay.core.errors import ConfigurationError, Conflict, Forbidden, InvalidInput
 from servicebay.core.models import Deployment, utcnow
 from servicebay.core.pagination import decode_cursor, encode_cursor
 from servicebay.gateway.api.common import API, Cursor, Limit, audit_change, transaction
@@ -39,6 +39,7 @@ from servicebay.runtime.builder import NoInterpreter
 from servicebay.runtime.config import ServiceConfig
 from servicebay.runtime.deployments import Deployer, Upload, resource_of
 from servicebay.runtime.supervisor import read_log
+from servicebay.services.spec import RESERVED_NAMES
 
 router = APIRouter(prefix=f"{API}/deployments", tags=["deployments"])
 DeploymentName = Annotated[str, Path(max_length=63, description="The deployment's name.")]
@@ -167,6 +168,11 @@ async def _record(
             async with transaction(request) as session:
                 if isinstance(upload.config, ServiceConfig):
                     # Before any version exists: a secret it may not have is the deployer's 400.
+                    if upload.name in RESERVED_NAMES:
+                        raise InvalidInput(
+                            f"{upload.name!r} is reserved for the platform's own routes "
+                            "(/{name}/... would never reach the service): choose another name"
+                        )
                     await code_services.check_name_is_free(session, upload.name)
                     await code_services.check_secrets(session, upload.config)
                 existing = await deployments.find(session, upload.name)

@@ -162,6 +162,15 @@ def test_names_that_are_not_github_names_are_400s_before_github_is_called(
     assert fake.received == []
 
 
+def test_every_bad_parameter_is_listed_in_one_400(github: Connector, fake: FakeGitHub) -> None:
+    answer = github.call(
+        "GET", "/open_pull_requests", params={"owner": "..", "repo": "a b", "limit": 0}
+    )
+    problem = assert_problem(answer, 400, "query.owner", "query.repo", "query.limit")
+    assert [error["loc"][1] for error in problem["errors"]] == ["owner", "repo", "limit"]
+    assert fake.received == []
+
+
 def test_githubs_rate_limit_is_a_429_with_retry_after(github: Connector, fake: FakeGitHub) -> None:
     limited = Answer(
         403,

@@ -118,6 +118,16 @@ def test_every_invalid_field_is_listed_before_salesforce_is_called(
     }
     nothing = salesforce.call("PATCH", "/update_customer", params={"email": "a@b.co"})
     assert_problem(nothing, 400, "nothing to change")
+    both = salesforce.call(
+        "PATCH", "/update_customer", params={"email": "not-mail", "new_email": "nor-this"}
+    )
+    problem = assert_problem(both, 400, "query.email", "query.new_email")
+    assert [error["loc"] for error in problem["errors"]] == [
+        ["query", "email"],
+        ["query", "new_email"],
+    ]
+    bad_and_nothing = salesforce.call("PATCH", "/update_customer", params={"email": "x"})
+    assert_problem(bad_and_nothing, 400, "query.email", "nothing to change")
     assert fake.received == []
 
 

@@ -64,6 +64,11 @@ def test_an_empty_message_is_refused_before_slack_is_called(
         "POST", "/post_message_to_channel", params={"channel_name": "general", "message": "  "}
     )
     assert_problem(answer, 400, "message")
+    both = slack.call(
+        "POST", "/post_message_to_channel", params={"channel_name": " ", "message": ""}
+    )
+    problem = assert_problem(both, 400, "query.channel_name", "query.message")
+    assert len(problem["errors"]) == 2
     missing = slack.call("POST", "/post_message_to_channel", params={"channel_name": "general"})
     assert missing.status_code == 400
     assert missing.json()["errors"][0]["loc"] == ["query", "message"]

@@ -98,6 +98,7 @@ def test_rows_are_read_with_filters_and_pages(spreadsheets: Connector) -> None:
         ({"table": "sales", "where": "region=East"}, 400, ["JSON object"]),
         ({"table": "sales", "where": '{"city": "x"}'}, 400, ["city", "region, product, units"]),
         ({"table": "sales", "limit": 0}, 400, ["limit"]),
+        ({"table": "sales", "limit": 0, "offset": -1}, 400, ["query.limit", "query.offset"]),
     ],
 )
 def test_bad_reads_are_clear_problems(

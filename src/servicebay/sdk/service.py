@@ -93,9 +93,10 @@ class HttpError(Exception):
         self.headers = headers or {}
 
 
-def field_error(name: str, message: str, kind: str, where: str = "query") -> dict[str, Any]:
-    """One bad parameter, as an entry of a 400's `errors` (the framework's own shape)."""
-    return {"loc": [where, name], "msg": message, "type": kind}
+def field_error(name: str | None, message: str, kind: str, where: str = "query") -> dict[str, Any]:
+    """One bad parameter, as an entry of a 400's `errors` (the framework's own shape);
+    `name` None for what is wrong with the `where` as a whole (a body)."""
+    return {"loc": [where] if name is None else [where, name], "msg": message, "type": kind}
 
 
 def invalid(errors: list[dict[str, Any]]) -> HttpError:

@@ -19,6 +19,7 @@ from functools import cache
 from typing import Any
 
 from servicebay.sdk import HttpError, Service
+from servicebay.sdk.service import field_error, invalid
 from servicebay.sdk.upstream import problem, setting
 
 app = Service(
@@ -109,8 +110,7 @@ def _message(fields: dict[str, Any], settings: Server) -> tuple[EmailMessage, li
     if not bodies:
         errors.append(_error("text", "give `text`, `html` or both", "missing"))
     if errors:
-        where = ", ".join(".".join(error["loc"]) for error in errors)
-        raise HttpError(400, f"the message is invalid at: {where}", errors=errors)
+        raise invalid(errors)
     built = EmailMessage()
     built["From"] = settings.sender
     built["To"] = ", ".join(lists["to"])
@@ -239,7 +239,8 @@ def _named(refused: dict[str, str]) -> str:
 
 
 def _error(name: str, message: str, kind: str) -> dict[str, Any]:
-    return {"loc": ["body", name], "msg": message, "type": kind}
+    """A wrong field of the message, the body."""
+    return field_error(name, message, kind, "body")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ import time
 from functools import cache
 from typing import Any
 
-from servicebay.sdk import HttpError, Service
+from servicebay.sdk import Service
+from servicebay.sdk.service import field_error, invalid
 from servicebay.sdk.upstream import Reply, Upstream, setting, whole_seconds
 
 app = Service(
@@ -48,11 +49,15 @@ def open_pull_requests(owner: str, repo: str, limit: int = 500) -> dict[str, Any
     says whether there were more. Each has its `number`, `title`, `author`, `draft`,
     `created_at`, `updated_at`, `url`, and its `head` and `base` branches.
     """
-    for name, value in (("owner", owner), ("repo", repo)):
-        if not NAME.fullmatch(value) or value in (".", ".."):
-            raise HttpError(400, f"`{name}` {value!r} is not a GitHub owner or repository name")
+    errors = [
+        field_error(name, f"{value!r} is not a GitHub owner or repository name", "name")
+        for name, value in (("owner", owner), ("repo", repo))
+        if not NAME.fullmatch(value) or value in (".", "..")
+    ]
     if not 1 <= limit <= MAX_LIMIT:
-        raise HttpError(400, f"`limit` is 1 to {MAX_LIMIT}, not {limit}")
+        errors.append(field_error("limit", f"is 1 to {MAX_LIMIT}, not {limit}", "range"))
+    if errors:
+        raise invalid(errors)
     upstream = github()
     pulls: list[dict[str, Any]] = []
     page: str | None = f"/repos/{owner}/{repo}/pulls?state=open&per_page={PER_PAGE}"

@@ -13,6 +13,7 @@ from functools import cache
 from typing import Any
 
 from servicebay.sdk import HttpError, Service
+from servicebay.sdk.service import field_error, invalid
 from servicebay.sdk.upstream import Reply, Upstream, setting
 
 app = Service(
@@ -94,18 +95,21 @@ def update_customer(
     """Change the customer with this e-mail: any of `new_email`, `first_name`, `last_name`,
     `address` (validated as on create). Answers the customer as it is now.
     """
-    changes = _validated(
-        {
-            "new_email": new_email,
-            "first_name": first_name,
-            "last_name": last_name,
-            "address": address,
-        },
-        partial=True,
-    )
-    if not changes:
-        raise HttpError(400, "nothing to change: give new_email, first_name, last_name or address")
-    record = _find(_valid_email(email))
+    errors: list[dict[str, Any]] = []
+    _checked({"email": email}, errors, partial=True)
+    given = {
+        "new_email": new_email,
+        "first_name": first_name,
+        "last_name": last_name,
+        "address": address,
+    }
+    changes = _checked(given, errors, partial=True)
+    if all(value is None for value in given.values()):
+        message = "nothing to change: give new_email, first_name, last_name or address"
+        errors.append(field_error(None, message, "missing"))
+    if errors:
+        raise invalid(errors)
+    record = _find(email.strip())
     moving = changes.get("Email")
     if moving and moving.lower() != email.lower() and _matches(moving):
         raise HttpError(409, f"a customer with the e-mail {new_email!r} exists already")
@@ -172,6 +176,16 @@ def _validated(values: dict[str, str | None], *, partial: bool = False) -> dict[
     """The article's `user_object_validation`: the Contact fields to send, or a 400 listing
     every parameter that is wrong. Absent ones are skipped when `partial` (an update)."""
     errors: list[dict[str, Any]] = []
+    fields = _checked(values, errors, partial=partial)
+    if errors:
+        raise invalid(errors)
+    return fields
+
+
+def _checked(
+    values: dict[str, str | None], errors: list[dict[str, Any]], *, partial: bool
+) -> dict[str, str]:
+    """The Contact fields to send; what is wrong with each parameter added to `errors`."""
     fields: dict[str, str] = {}
     for name, value in values.items():
         field = FIELDS[name.removeprefix("new_")]
@@ -179,18 +193,15 @@ def _validated(values: dict[str, str | None], *, partial: bool = False) -> dict[
             continue
         text = (value or "").strip()
         if not text:
-            errors.append({"loc": ["query", name], "msg": "is empty", "type": "missing"})
+            errors.append(field_error(name, "is empty", "missing"))
         elif len(text) > LIMITS[field]:
             message = f"is {len(text)} characters; Salesforce keeps at most {LIMITS[field]}"
-            errors.append({"loc": ["query", name], "msg": message, "type": "too_long"})
+            errors.append(field_error(name, message, "too_long"))
         elif field == "Email" and not EMAIL.fullmatch(text):
             message = f"{text!r} is not an e-mail address"
-            errors.append({"loc": ["query", name], "msg": message, "type": "email"})
+            errors.append(field_error(name, message, "email"))
         else:
             fields[field] = text
-    if errors:
-        detail = "; ".join(f"{error['loc'][1]} {error['msg']}" for error in errors)
-        raise HttpError(400, f"invalid customer: {detail}", errors=errors)
     return fields
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from servicebay.sdk import HttpError, Service
+from servicebay.sdk import Service
+from servicebay.sdk.service import field_error, invalid
 from servicebay.sdk.upstream import Upstream, setting
 
 app = Service("slack", description="Post messages to the workspace's Slack channels as the bot.")
@@ -44,8 +45,16 @@ def post_message_to_channel(channel_name: str, message: str) -> dict[str, Any]:
     Answers the channel's id and the message's `ts`. A channel the bot cannot see is a 404,
     one it is not a member of a 403; Slack's rate limit is a 429 with Slack's Retry-After.
     """
-    if not message.strip():
-        raise HttpError(400, "`message` is empty: Slack posts no empty message")
+    errors = [
+        field_error(name, f"is empty: {why}", "missing")
+        for name, value, why in (
+            ("channel_name", channel_name, "give a channel's name or id"),
+            ("message", message, "Slack posts no empty message"),
+        )
+        if not value.strip()
+    ]
+    if errors:
+        raise invalid(errors)
     upstream = slack()
     reply = upstream.request(
         "POST", "/chat.postMessage", json={"channel": channel_name, "text": message}

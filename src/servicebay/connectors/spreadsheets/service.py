@@ -32,6 +32,7 @@ from openpyxl import Workbook, load_workbook
 from openpyxl.utils.exceptions import InvalidFileException
 
 from servicebay.sdk import HttpError, Service
+from servicebay.sdk.service import field_error, invalid
 from servicebay.sdk.upstream import setting
 
 app = Service(
@@ -44,6 +45,10 @@ MAX_LIMIT = 10_000
 SCALARS = (str, int, float, bool)
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 """What a csv cell's text may not start with (OWASP, CSV injection)."""
+FORMULA_MESSAGE = (
+    "starts with = + - @, a tab or a carriage return, which a spreadsheet program would run "
+    "as a formula; send numbers as JSON numbers, or start the text otherwise"
+)
 
 
 @dataclass(frozen=True)
@@ -122,8 +127,13 @@ def read_rows(
     `{"region": "East", "units": 3}`); `limit` (1 to 10000) and `offset` page through the
     matches: `total` counts them all, `next_offset` is where the next page starts, or null.
     """
-    if not 1 <= limit <= MAX_LIMIT or offset < 0:
-        raise HttpError(400, f"`limit` is 1 to {MAX_LIMIT} and `offset` 0 or more")
+    errors = []
+    if not 1 <= limit <= MAX_LIMIT:
+        errors.append(field_error("limit", f"is 1 to {MAX_LIMIT}, not {limit}", "range"))
+    if offset < 0:
+        errors.append(field_error("offset", f"is 0 or more, not {offset}", "range"))
+    if errors:
+        raise invalid(errors)
     found = _table(table)
     columns, rows = _read(found)
     wanted = _filters(where, columns)
@@ -265,38 +275,29 @@ def _checked(row: dict[str, Any], columns: list[str], *, csv_file: bool) -> list
     formula. Numbers are sent as JSON numbers, so `-5` still goes in.
     """
     errors = [
-        {
-            "loc": ["body", key],
-            "msg": f"is not a column; the columns are {', '.join(columns)}",
-            "type": "unknown",
-        }
+        field_error(
+            key, f"is not a column; the columns are {', '.join(columns)}", "unknown", "body"
+        )
         for key in row
         if key not in columns
     ]
     errors += [
-        {"loc": ["body", key], "msg": "should be text, a number, a boolean or null", "type": "type"}
+        field_error(key, "should be text, a number, a boolean or null", "type", "body")
         for key, value in row.items()
         if value is not None and not isinstance(value, SCALARS)
     ]
     if csv_file:
         errors += [
-            {
-                "loc": ["body", key],
-                "msg": "starts with = + - @, a tab or a carriage return, which a spreadsheet "
-                "program would run as a formula; send numbers as JSON numbers, or start the "
-                "text otherwise",
-                "type": "formula",
-            }
+            field_error(key, FORMULA_MESSAGE, "formula", "body")
             for key, value in row.items()
             if isinstance(value, str) and value.startswith(FORMULA_STARTS)
         ]
     if not columns:
-        errors.append({"loc": ["body"], "msg": "the table has no header row", "type": "header"})
+        errors.append(field_error(None, "the table has no header row", "header", "body"))
     elif all(row.get(name) in (None, "") for name in columns) and not errors:
-        errors.append({"loc": ["body"], "msg": "the row is empty", "type": "missing"})
+        errors.append(field_error(None, "the row is empty", "missing", "body"))
     if errors:
-        where = ", ".join(".".join(str(part) for part in error["loc"]) for error in errors)
-        raise HttpError(400, f"the row does not fit the table at: {where}", errors=errors)
+        raise invalid(errors)
     return [row.get(name) for name in columns]
 
 

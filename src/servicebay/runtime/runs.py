@@ -95,13 +95,13 @@ async def create_run(
             f"{deployment.name} has no active version: deploy it (`bay deploy`) or roll it "
             "back to a version that built (`bay deployments rollback`)"
         )
-    built = await session.scalar(
-        select(DeploymentVersion).where(
+    built = await session.scalar(  # the status alone: not the build log nor the config
+        select(DeploymentVersion.status).where(
             DeploymentVersion.deployment_id == deployment.id, DeploymentVersion.version == number
         )
     )
-    if built is None or built.status != "ready":
-        state = "does not exist" if built is None else f"is {built.status}"
+    if built != "ready":
+        state = "does not exist" if built is None else f"is {built}"
         raise Conflict(
             f"version {number} of {deployment.name} {state}: only a version that built can "
             "run; `bay deployments show` has its build log"

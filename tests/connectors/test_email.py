@@ -204,5 +204,9 @@ def test_calls_without_the_gateways_identity_are_401s(mailer: Connector, fake: F
 
 
 def test_the_endpoint_is_documented_and_the_password_is_in_no_log_line(mailer: Connector) -> None:
+    """After the error paths too: a wrong message (the password as its subject: no body is
+    logged), every recipient refused."""
     assert_documented(mailer, {("POST", "/send_email")})
+    assert send(mailer, {"to": "x", "subject": PASSWORD}).status_code == 400
+    assert send(mailer, {"to": "gone@corp.com", "subject": "s", "text": "t"}).status_code == 400
     assert PASSWORD not in mailer.log_text()

@@ -223,6 +223,15 @@ def test_calls_without_the_gateways_identity_are_401s(github: Connector, fake: F
     assert fake.received == []
 
 
-def test_the_endpoint_is_documented_and_the_token_is_in_no_log_line(github: Connector) -> None:
+def test_the_endpoint_is_documented_and_the_token_is_in_no_log_line(
+    github: Connector, fake: FakeGitHub
+) -> None:
+    """After the error paths too: a vendor's 500, a rate limit, a repository not there."""
     assert_documented(github, {("GET", "/open_pull_requests")})
+    fake.interject("GET", "/repos/knicks/analytics/pulls", Answer(500, {"message": TOKEN}))
+    fake.interject("GET", "/repos/knicks/analytics/pulls", Answer(429, {}, {"Retry-After": "1"}))
+    for repo in ("analytics", "analytics", "nope"):
+        answer = github.call("GET", "/open_pull_requests", params={"owner": "knicks", "repo": repo})
+        assert answer.status_code >= 400
+        assert TOKEN not in answer.text
     assert TOKEN not in github.log_text()

@@ -19,6 +19,7 @@ import pytest
 
 from tests.cli.cli_support import Bay, assert_clean_failure
 from tests.conftest import Server
+from tests.gateway.test_code_services import plain_files
 from tests.gateway.test_deployments_api import DOMAIN, alert_receiver, deploys
 
 __all__ = ["alert_receiver", "deploys"]  # the module's own server, as the HTTP tests make it
@@ -354,3 +355,23 @@ def test_a_server_that_keeps_crashing_fails_the_deploy_and_says_why(
     assert "exited with code 4" in deployed.stdout
     assert "keeps crashing" in deployed.stderr
     assert f"bay deployments logs {name}" in deployed.stderr
+
+
+def test_a_code_service_deploys_with_its_url_and_an_undocumented_version_fails_the_deploy(
+    bay: Bay, admin: httpx.Client, tmp_path: Path
+) -> None:
+    name = f"greeter_{secrets.token_hex(3)}"
+    first = make_folder(tmp_path, plain_files(name, "v1", described=True))
+    deployed = bay("deploy", str(first))
+    assert deployed.returncode == 0, deployed.stderr
+    assert f"Deployed {name} version 1 (service): it is active." in deployed.stdout
+    assert f"/{name}/" in deployed.stdout
+    assert "running" in deployed.stdout
+
+    second = make_folder(tmp_path, plain_files(name, "v2", described=False))
+    refused = bay("deploy", str(second))
+    assert_clean_failure(refused, 1)
+    assert f"{name} version 2 built and started, but was refused" in refused.stderr
+    assert "GET /hello has none" in refused.stderr
+    shown = admin.get(f"/api/v1/deployments/{name}").json()
+    assert (shown["active_version"], shown["server"]["version"]) == (1, 1)

@@ -188,6 +188,9 @@ def deploy(
     if as_json:
         print_json(version)
     if version["status"] != "ready":
+        refused = _refusal(version)
+        if refused is not None:  # built, started and refused before `follow` saw it ready
+            _fail_refused(name, number, refused)
         active = api.request("GET", api_path("deployments", name))["active_version"]
         keeps = f"version {active} stays active" if active else "no version is active yet"
         fail(
@@ -247,14 +250,11 @@ def _what_next(api: Api, name: str, version: Row) -> None:
         server = shown.get("server") or {}
         state = server.get("state") or "starting"
         reason = f": {server['reason']}" if server.get("reason") else ""
-        refused = _refused(api, name, int(version["version"]))
+        number = int(version["version"])
+        path = api_path("deployments", name, "versions", str(number))
+        refused = _refusal(api.request("GET", path))
         if refused is not None:
-            fail(
-                f"{name} version {version['version']} built but was refused, so it does not "
-                f"serve: {refused}",
-                f"`bay deployments show {name}` shows which version serves instead.",
-                code=EXIT_NO,
-            )
+            _fail_refused(name, number, refused)
         lines.append(("url", str(server.get("url") or f"{api.url}/apps/{name}/")))
         if shown.get("domain_url"):
             lines.append(("also at", str(shown["domain_url"])))
@@ -294,13 +294,21 @@ def _serving(api: Api, name: str, number: int) -> Row:
         time.sleep(POLL_SECONDS)
 
 
-def _refused(api: Api, name: str, number: int) -> str | None:
-    """Why version `number` was refused once it built (a code service's OpenAPI), if it was."""
-    version: Row = api.request("GET", api_path("deployments", name, "versions", str(number)))
+def _refusal(version: Row) -> str | None:
+    """Why a version that built was refused (a code service's OpenAPI), if it was."""
     if version["status"] != "failed":
         return None
-    lines = [line for line in str(version["build_log"]).splitlines() if "refused" in line]
-    return lines[-1].removeprefix("[servicebay] ") if lines else "see its build log"
+    marker = f"version {version['version']} is refused: "
+    lines = [line for line in str(version["build_log"]).splitlines() if marker in line]
+    return lines[-1].split(marker, 1)[1] if lines else None
+
+
+def _fail_refused(name: str, number: int, why: str) -> None:
+    fail(
+        f"{name} version {number} built and started, but was refused: {why}",
+        f"The previous version, if any, still serves: `bay deployments show {name}`.",
+        code=EXIT_NO,
+    )
 
 
 def _in_zones(due: datetime, timezone: str) -> str:

@@ -258,3 +258,12 @@ def test_the_endpoints_are_documented_and_the_token_is_in_no_log_line(
     )
     salesforce.call("GET", "/get_customer", params={"email": "nobody@example.com"})
     assert TOKEN not in salesforce.log_text()
+
+
+def test_the_access_log_names_the_path_but_not_the_customers_email(
+    salesforce: Connector,
+) -> None:
+    salesforce.call("GET", "/get_customer", params={"email": "private.person@example.com"})
+    log = salesforce.log_text()
+    assert '"GET /get_customer?... HTTP/1.1" 404' in log
+    assert "private.person" not in log

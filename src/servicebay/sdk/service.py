@@ -58,6 +58,7 @@ _SCALARS: dict[type, str] = {str: "string", int: "integer", float: "number", boo
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_QUERY = re.compile(r"\?\S*")
 _INTEGER = re.compile(r"^[+-]?[0-9]+$")
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -138,6 +139,8 @@ class Service:
     `verify_identity=False` accepts calls without a signed identity (for trying the service
     on your own machine); an `Identity` parameter then gets one built from the plain
     `X-Bay-User` and `X-Bay-Teams` headers, which nothing vouches for.
+    `log_queries=False` keeps query strings out of the access log, for a service whose
+    parameters are personal data or message text.
     """
 
     def __init__(
@@ -148,6 +151,7 @@ class Service:
         version: str = "1.0.0",
         verify_identity: bool = True,
         identity_key: bytes | None = None,
+        log_queries: bool = True,
     ) -> None:
         if not description or not description.strip():
             raise ServiceDefinitionError(
@@ -158,6 +162,7 @@ class Service:
         self.version = version
         self.verify_identity = verify_identity
         self.identity_key = identity_key
+        self.log_queries = log_queries
         self._endpoints: list[_Endpoint] = []
 
     def get(self, path: str, *, status: int = 200) -> Callable[[F], F]:
@@ -714,5 +719,11 @@ def _handler_for(service: Service) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(content)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = handle_one
+
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            line = self.requestline
+            if not service.log_queries:
+                line = _QUERY.sub("?...", line, count=1)
+            self.log_message('"%s" %s %s', line, str(code), str(size))
 
     return Handler

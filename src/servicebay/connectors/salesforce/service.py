@@ -19,6 +19,7 @@ from servicebay.sdk.upstream import Reply, Upstream, setting
 app = Service(
     "salesforce",
     description="Customers in Salesforce (Contacts, found by e-mail): get, create, update, delete.",
+    log_queries=False,  # customers' e-mails, names and addresses are query parameters
 )
 
 FIELDS = {

@@ -13,7 +13,11 @@ from servicebay.sdk import Service
 from servicebay.sdk.service import field_error, invalid
 from servicebay.sdk.upstream import Upstream, setting
 
-app = Service("slack", description="Post messages to the workspace's Slack channels as the bot.")
+app = Service(
+    "slack",
+    description="Post messages to the workspace's Slack channels as the bot.",
+    log_queries=False,  # the message is a query parameter
+)
 
 REFUSED_TOKEN = frozenset(
     {"not_authed", "invalid_auth", "account_inactive", "token_revoked", "token_expired"}

@@ -39,6 +39,7 @@ app = Service(
     "spreadsheets",
     description="The shared spreadsheets (xlsx and csv files in one folder) as tables: list "
     "them, read rows, append a row.",
+    log_queries=False,  # a `where` holds cell values
 )
 
 MAX_LIMIT = 10_000

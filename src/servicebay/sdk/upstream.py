@@ -286,7 +286,7 @@ class Upstream:
         except OSError as failure:
             raise self.error(f"broke off the answer: {failure}") from None
         except http.client.HTTPException as failure:  # a bad status line, a short body, ...
-            reason = str(failure) or type(failure).__name__
+            reason = str(failure).strip() or type(failure).__name__
             raise self.error(f"answered with a broken HTTP message: {reason}") from None
 
     def error(

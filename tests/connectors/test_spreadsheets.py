@@ -167,6 +167,10 @@ def test_a_row_appended_to_a_sheet_is_typed_and_text_stays_text(
     assert sheet["A2"].data_type == "s"
     assert sheet["A2"].value == '=HYPERLINK("http://evil.example","click")'
     assert sheet["B2"].value == 250.25
+    bell = spreadsheets.call(
+        "POST", "/append_row", params={"table": "budget.Q2"}, json={"team": "a\x07b"}
+    )
+    assert_problem(bell, 400, "body.team has a control character")
     q1 = load_workbook(folder / "budget.xlsx", data_only=True)["Q1"]
     assert q1["D2"].value == datetime(2026, 1, 5)
 

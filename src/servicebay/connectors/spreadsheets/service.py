@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from openpyxl import Workbook, load_workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.utils.exceptions import InvalidFileException
 
 from servicebay.sdk import HttpError, Service
@@ -273,7 +274,8 @@ def _checked(row: dict[str, Any], columns: list[str], *, csv_file: bool) -> list
 
     In a csv file, text starting with `=`, `+`, `-`, `@`, tab or carriage return is refused
     (OWASP's CSV injection list): a spreadsheet program opening the file would run it as a
-    formula. Numbers are sent as JSON numbers, so `-5` still goes in.
+    formula. Numbers are sent as JSON numbers, so `-5` still goes in. In a workbook, text
+    with a control character is refused: openpyxl cannot write it.
     """
     errors = [
         field_error(
@@ -292,6 +294,14 @@ def _checked(row: dict[str, Any], columns: list[str], *, csv_file: bool) -> list
             field_error(key, FORMULA_MESSAGE, "formula", "body")
             for key, value in row.items()
             if isinstance(value, str) and value.startswith(FORMULA_STARTS)
+        ]
+    else:
+        errors += [
+            field_error(
+                key, "has a control character, which a workbook cannot hold", "text", "body"
+            )
+            for key, value in row.items()
+            if isinstance(value, str) and ILLEGAL_CHARACTERS_RE.search(value)
         ]
     if not columns:
         errors.append(field_error(None, "the table has no header row", "header", "body"))

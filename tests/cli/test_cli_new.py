@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from servicebay.core import jsonc
-from servicebay.runtime.config import check_folder
+from servicebay.runtime.config import ServiceConfig, check_folder
 from servicebay.services.kinds import parse_spec
 from tests.cli.cli_support import BAY, Bay, assert_clean_failure
 
@@ -468,6 +468,7 @@ def test_list_without_a_key_shows_the_builtin_kinds(offline: Bay) -> None:
     assert "dashboard arrives in a later release" in listed.stdout
     assert "bay login" in listed.stdout
     assert [item["name"] for item in json.loads(listed_json.stdout)] == [
+        "code-service",
         "cron",
         "server",
         "service",
@@ -711,3 +712,19 @@ def test_a_bundle_that_is_not_a_plain_template_is_refused(
     assert message in result.stderr
     assert not (tmp_path / "target").exists()
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_a_code_service_comes_from_the_builtin_code_service_template_ready_to_deploy(
+    offline: Bay, tmp_path: Path
+) -> None:
+    folder = tmp_path / "crm"
+    result = offline("new", "service", "crm", "--template", "code-service", "--dir", str(folder))
+
+    assert result.returncode == 0, result.stderr
+    assert "bay deploy" in result.stdout
+    assert "service:crm/hello read" in result.stdout
+    check = check_folder(folder)
+    assert check.problems == []
+    assert isinstance(check.config, ServiceConfig)
+    assert (check.config.name, check.config.kind) == ("crm", "code")
+    assert 'Service("crm"' in (folder / "service.py").read_text()

@@ -24,6 +24,8 @@ import httpx
 import pytest
 
 from servicebay.runtime.bundle import build_bundle
+from servicebay.templates.catalog import builtin_template
+from servicebay.templates.render import render, write
 from tests.conftest import Server
 from tests.gateway.gateway_support import assert_problem, find_event
 from tests.gateway.test_apps import serving, wait_for_state
@@ -384,3 +386,22 @@ def wait_for_version(
             return version
         time.sleep(0.2)
     raise AssertionError(f"{name} version {number} never got there: {version}")
+
+
+def test_the_code_service_template_deploys_as_is_and_greets_its_caller(
+    bay_server: Server, admin: httpx.Client, tmp_path: Path
+) -> None:
+    name = f"greeter_{secrets.token_hex(3)}"
+    template = builtin_template("code-service")
+    folder = tmp_path / name
+    write(folder, render(template, {"name": name}))
+    version = deploy(admin, folder)
+    assert version["status"] == "ready", version["build_log"]
+    wait_for_state(admin, name, serving(1))
+    wait_until_mounted(admin, name, 1)
+    email, key = bay_server.new_user()
+    grant(admin, f"user:{email}", f"service:{name}/hello", "read")
+    with bay_server.client(key) as client:
+        answer = client.get(f"/{name}/hello")
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"greeting": f"Hello, {email}!", "asked_by": email}

@@ -112,6 +112,7 @@ def new(
     Examples:
       bay new cron weekly-report
       bay new webhook customer-lookup --dir hooks/customer-lookup
+      bay new service crm --template code-service
       bay new cron digest --template slack-digest --param channel=marketing
       bay new --list
     """
@@ -139,7 +140,11 @@ def new(
         with _reported():
             chosen = catalog.builtin_template(kind)
     else:
-        chosen = _fetch(ctx, template)
+        if template in catalog.builtin_names():  # e.g. code-service: no instance needed
+            with _reported():
+                chosen = catalog.builtin_template(template)
+        else:
+            chosen = _fetch(ctx, template)
         if chosen.manifest.kind != kind:
             fail(
                 f"template {template!r} makes a {chosen.manifest.kind}, not a {kind}",
@@ -259,6 +264,13 @@ def _ask(manifest: Manifest, key: str) -> str:
 
 
 def _next_steps(kind: str, name: str, folder: Path, files: list[TemplateFile]) -> list[str]:
+    if kind == "service" and _service_kind(files) == "code":
+        return [
+            f"Write the endpoints in {folder / 'service.py'}, each with a docstring "
+            "(README.md explains).",
+            f"cd {folder} && bay deploy   builds and starts it at /{name}/...",
+            f"bay grant team:TEAM service:{name}/hello read   lets people call an endpoint",
+        ]
     if kind == "service":
         secret = _named_secret(files) or "SECRET"
         return [
@@ -275,16 +287,26 @@ def _next_steps(kind: str, name: str, folder: Path, files: list[TemplateFile]) -
     ]
 
 
-def _named_secret(files: list[TemplateFile]) -> str | None:
-    """The secret the new service.json names, to show the exact `bay secrets set`."""
+def _service_document(files: list[TemplateFile]) -> dict[str, Any]:
+    """The new service.json, parsed; empty when it cannot be (bay deploy will say why)."""
     document = next((file for file in files if file.path.as_posix() == "service.json"), None)
     if document is None:
-        return None
+        return {}
     try:
         parsed = jsonc.loads(document.data.decode("utf-8-sig"))
-    except ValueError:  # a template's own service.json may be anything; bay deploy says so
-        return None
-    secret = parsed.get("secret") if isinstance(parsed, dict) else None
+    except ValueError:  # a template's own service.json may be anything
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _service_kind(files: list[TemplateFile]) -> str | None:
+    kind = _service_document(files).get("kind")
+    return kind if isinstance(kind, str) else None
+
+
+def _named_secret(files: list[TemplateFile]) -> str | None:
+    """The secret the new service.json names, to show the exact `bay secrets set`."""
+    secret = _service_document(files).get("secret")
     return secret if isinstance(secret, str) else None
 
 

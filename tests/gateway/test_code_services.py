@@ -141,7 +141,8 @@ def recorder_files(name: str, *, secret: bool = True) -> dict[str, str]:
         "description": "Remembers what it sees",
         "start command": "python service.py",
         "env": {"SERVICE_NAME": name},
-        **({"secrets": [TOKEN_VARIABLE]} if secret else {}),
+        # The build prints its whole environment: the secret must not be in it.
+        **({"secrets": [TOKEN_VARIABLE], "build command": "env"} if secret else {}),
     }
     return {
         "service.json": json.dumps(document),
@@ -238,7 +239,7 @@ def test_a_code_service_gets_its_secret_and_nothing_of_the_platform(
     assert master_key not in json.dumps(environment)
 
 
-def test_the_secret_reaches_no_other_deployment_answer_log_or_audit_record(
+def test_the_secret_reaches_no_build_other_deployment_answer_log_or_audit_record(
     bay_server: Server, admin: httpx.Client, recorder: str, token: str, tmp_path: Path
 ) -> None:
     other = f"other_{secrets.token_hex(3)}"
@@ -246,6 +247,8 @@ def test_the_secret_reaches_no_other_deployment_answer_log_or_audit_record(
     elsewhere = admin.get(f"/{other}/environment").json()
     assert elsewhere["token_sha256"] is None
     assert TOKEN_VARIABLE not in elsewhere["names"]
+    build = admin.get(f"/api/v1/deployments/{recorder}/versions/1").json()["build_log"]
+    assert "PATH=" in build  # the build command printed its environment
     texts = [
         admin.get(f"/api/v1/deployments/{recorder}/logs", headers={"Accept": "text/plain"}).text,
         admin.get(f"/api/v1/deployments/{recorder}/versions/1").text,

@@ -37,17 +37,26 @@ def test_a_lone_call_is_written_at_once_in_a_batch_of_its_own() -> None:
     asyncio.run(scenario())
 
 
+async def behind_a_held_write(
+    batcher: Batcher[int, int], recorder: Recorder, items: Sequence[int]
+) -> tuple[int, list[asyncio.Task[int]]]:
+    """Submit 1, and `items` while it is being written; let the write go on: the result of
+    1, and the calls for `items` (to be awaited)."""
+    recorder.release.clear()
+    first = asyncio.create_task(batcher.submit(1))
+    await asyncio.sleep(0)
+    later = [asyncio.create_task(batcher.submit(item)) for item in items]
+    await asyncio.sleep(0)
+    recorder.release.set()
+    return await first, later
+
+
 def test_calls_made_during_a_write_share_the_next_batch_and_get_their_own_results() -> None:
     async def scenario() -> None:
         recorder = Recorder()
-        recorder.release.clear()
         batcher = Batcher(recorder.write, name="test")
-        first = asyncio.create_task(batcher.submit(1))
-        await asyncio.sleep(0)
-        later = [asyncio.create_task(batcher.submit(number)) for number in (2, 3, 4)]
-        await asyncio.sleep(0)
-        recorder.release.set()
-        assert await first == 10
+        first, later = await behind_a_held_write(batcher, recorder, (2, 3, 4))
+        assert first == 10
         assert await asyncio.gather(*later) == [20, 30, 40]
         assert recorder.batches == [[1], [2, 3, 4]]
 
@@ -57,14 +66,8 @@ def test_calls_made_during_a_write_share_the_next_batch_and_get_their_own_result
 def test_an_item_that_fails_in_a_way_it_alone_can_fails_only_its_own_caller() -> None:
     async def scenario() -> None:
         recorder = Recorder()
-        recorder.release.clear()
         batcher = Batcher(recorder.write, name="test", split_on=(ValueError,))
-        first = asyncio.create_task(batcher.submit(1))
-        await asyncio.sleep(0)
-        batch = [asyncio.create_task(batcher.submit(number)) for number in (12, 13, 14)]
-        await asyncio.sleep(0)
-        recorder.release.set()
-        await first
+        _, batch = await behind_a_held_write(batcher, recorder, (12, 13, 14))
         assert await batch[0] == 120
         with pytest.raises(ValueError, match="13 cannot be written"):
             await batch[1]
@@ -77,14 +80,8 @@ def test_an_item_that_fails_in_a_way_it_alone_can_fails_only_its_own_caller() ->
 def test_any_other_failure_fails_the_whole_batch_at_once() -> None:
     async def scenario() -> None:
         recorder = Recorder()
-        recorder.release.clear()
         batcher = Batcher(recorder.write, name="test", split_on=(KeyError,))
-        first = asyncio.create_task(batcher.submit(1))
-        await asyncio.sleep(0)
-        batch = [asyncio.create_task(batcher.submit(number)) for number in (12, 13, 14)]
-        await asyncio.sleep(0)
-        recorder.release.set()
-        await first
+        _, batch = await behind_a_held_write(batcher, recorder, (12, 13, 14))
         for call in batch:
             with pytest.raises(ValueError, match="13 cannot be written"):
                 await call

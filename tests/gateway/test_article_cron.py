@@ -44,6 +44,7 @@ from typing import Any
 import httpx
 import pytest
 
+from servicebay.cli.demo import SLACK_SERVICE, instagram_service
 from servicebay.fakes.instagram import FakeInstagram
 from servicebay.fakes.slack import FakeSlack
 from tests.conftest import Server
@@ -113,43 +114,6 @@ CRON_JSON = """\
  "script_to_run": "instagram_followers_to_slack.py"}
 """
 
-INSTAGRAM_SERVICE: dict[str, Any] = {
-    "name": "instagram",
-    "kind": "http",
-    "description": "The Knicks' Instagram business account, through the Graph API.",
-    "secret": "INSTAGRAM_ACCESS_TOKEN",
-    "routes": {
-        "get_follower_count": {
-            "path": f"/{IG_USER}?fields=followers_count",
-            "description": "How many accounts follow the Knicks now: `followers_count`.",
-        },
-        "get_follower_count_by_date": {
-            "path": f"/{IG_USER}/insights?metric=follower_count&period=day&since={{date}}",
-            "description": "The follower count on a day, as a Graph API insight: "
-            "`data[0].values[0].value`.",
-            "params": {"date": {"type": "date", "required": True, "description": "The day."}},
-        },
-    },
-}
-SLACK_SERVICE: dict[str, Any] = {
-    "name": "slack",
-    "kind": "http",
-    "description": "The Knicks' Slack workspace, as the analytics bot.",
-    "secret": "SLACK_BOT_TOKEN",
-    "routes": {
-        "post_message_to_channel": {
-            "method": "POST",
-            "path": "/api/chat.postMessage",
-            "description": "Post a message to a channel as the bot (Slack's chat.postMessage).",
-            "params": {
-                "message": {"required": True, "description": "The message's text."},
-                "channel_name": {"required": True, "description": "The channel, e.g. Marketing."},
-            },
-            "body": {"channel": "{channel_name}", "text": "{message}"},
-        }
-    },
-}
-
 
 @pytest.fixture(scope="module")
 def node(launch: Callable[..., Server]) -> Iterator[Server]:
@@ -196,7 +160,7 @@ def test_the_articles_weekly_job_posts_instagram_followers_to_slack(
     node: Server, instagram: FakeInstagram, slack: FakeSlack, tmp_path: Path
 ) -> None:
     with node.admin() as admin:
-        register(admin, INSTAGRAM_SERVICE, instagram.base_url, INSTAGRAM_TOKEN)
+        register(admin, instagram_service(IG_USER), instagram.base_url, INSTAGRAM_TOKEN)
         register(admin, SLACK_SERVICE, slack.url, SLACK_TOKEN)
         analyst, key = node.new_user(teams=["marketing"])
         for resource, action in (

@@ -72,25 +72,32 @@ GRANTS = (
 SECRET = ("INSTAGRAM_TOKEN", ["service:instagram"])
 SLACK_SECRET = ("SLACK_BOT_TOKEN", ["service:slack"])
 IG_USER = "17841400000000000"
-INSTAGRAM_SERVICE: dict[str, Any] = {
-    "name": "instagram",
-    "kind": "http",
-    "description": "The team's Instagram business account, through the Graph API "
-    "(in the demo: a local fake of it).",
-    "secret": SECRET[0],
-    "routes": {
-        "get_follower_count": {
-            "path": f"/{IG_USER}?fields=followers_count",
-            "description": "How many accounts follow the account now: `followers_count`.",
+
+
+def instagram_service(user_id: str) -> dict[str, Any]:
+    """The article's `instagram` service: an `http` service in front of the Graph API for
+    the business account `user_id` (the demo's fake, or Meta's own)."""
+    return {
+        "name": "instagram",
+        "kind": "http",
+        "description": "The team's Instagram business account, through the Graph API "
+        "(in the demo: a local fake of it).",
+        "secret": SECRET[0],
+        "routes": {
+            "get_follower_count": {
+                "path": f"/{user_id}?fields=followers_count",
+                "description": "How many accounts follow the account now: `followers_count`.",
+            },
+            "get_follower_count_by_date": {
+                "path": f"/{user_id}/insights?metric=follower_count&period=day&since={{date}}",
+                "description": "The Graph API's `follower_count` insight for a day: the "
+                "accounts that started following that day, `data[0].values[0].value`.",
+                "params": {"date": {"type": "date", "required": True, "description": "The day."}},
+            },
         },
-        "get_follower_count_by_date": {
-            "path": f"/{IG_USER}/insights?metric=follower_count&period=day&since={{date}}",
-            "description": "The follower count on a day, as a Graph API insight: "
-            "`data[0].values[0].value`.",
-            "params": {"date": {"type": "date", "required": True, "description": "The day."}},
-        },
-    },
-}
+    }
+
+
 SLACK_SERVICE: dict[str, Any] = {
     "name": "slack",
     "kind": "http",
@@ -336,7 +343,7 @@ def _seed(api: Api, state: dict[str, Any], path: Path, fakes: Fakes) -> None:
         api.request("PUT", api_path("secrets", name), json=body)
     services = {service["name"] for service in api.collect(api_path("services"))}
     for document, base_url in (
-        (INSTAGRAM_SERVICE, fakes.instagram.base_url),
+        (instagram_service(IG_USER), fakes.instagram.base_url),
         (SLACK_SERVICE, fakes.slack.url),
     ):
         if document["name"] not in services:

@@ -108,16 +108,18 @@ ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forev
 """
 
 
-def plain_files(name: str, greeting: str, *, described: bool) -> dict[str, str]:
-    """A standard-library HTTP server documenting itself from an `openapi.json` file."""
+def plain_files(
+    name: str, greeting: str, *, described: bool, also: str | None = None
+) -> dict[str, str]:
+    """A standard-library HTTP server documenting itself from an `openapi.json` file;
+    `also` documents one more (GET) path."""
     operation: dict[str, Any] = {"responses": {"200": {"description": "A greeting."}}}
     if described:
         operation["summary"] = "Say hello."
-    document = {
-        "openapi": "3.1.0",
-        "info": {"title": name, "version": "1"},
-        "paths": {"/hello": {"get": operation}},
-    }
+    paths = {"/hello": {"get": operation}}
+    if also is not None:
+        paths[also] = {"get": {**operation, "summary": "Say hello again."}}
+    document = {"openapi": "3.1.0", "info": {"title": name, "version": "1"}, "paths": paths}
     return {
         "service.json": json.dumps(
             {
@@ -408,3 +410,28 @@ def test_the_code_service_template_deploys_as_is_and_greets_its_caller(
         answer = client.get(f"/{name}/hello")
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"greeting": f"Hello, {email}!", "asked_by": email}
+
+
+def test_a_redeploy_and_a_rollback_each_serve_and_document_their_own_version(
+    admin: httpx.Client, tmp_path: Path
+) -> None:
+    name = f"versions_{secrets.token_hex(3)}"
+    deploy_service(admin, tmp_path, plain_files(name, "v1", described=True))
+    deploy_service(admin, tmp_path, plain_files(name, "v2", described=True, also="/again"))
+    assert admin.get(f"/{name}/hello").json() == {"hello": "v2"}
+    wait_for_documented(admin, name, "/again", present=True)
+    assert f"/{name}/again" in admin.get("/openapi.json").json()["paths"]
+    rolled = admin.post(f"/api/v1/deployments/{name}/rollback", json={"version": 1})
+    assert rolled.status_code == 200, rolled.text
+    wait_for_state(admin, name, serving(1))
+    wait_for_documented(admin, name, "/again", present=False)
+    assert admin.get(f"/{name}/hello").json() == {"hello": "v1"}
+    assert_problem(admin.get(f"/{name}/again"), 404)
+
+
+def wait_for_documented(client: httpx.Client, name: str, path: str, *, present: bool) -> None:
+    """The gateway's registry follows a newly published document within its cache time."""
+    deadline = time.monotonic() + 30
+    while (f"/{name}{path}" in client.get(f"/{name}/openapi.json").json()["paths"]) != present:
+        assert time.monotonic() < deadline, f"{path} never {'came' if present else 'went'}"
+        time.sleep(0.2)

@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -435,3 +436,36 @@ def wait_for_documented(client: httpx.Client, name: str, path: str, *, present: 
     while (f"/{name}{path}" in client.get(f"/{name}/openapi.json").json()["paths"]) != present:
         assert time.monotonic() < deadline, f"{path} never {'came' if present else 'went'}"
         time.sleep(0.2)
+
+
+def test_a_redeploy_under_continuous_calls_loses_none(
+    bay_server: Server, admin: httpx.Client, tmp_path: Path
+) -> None:
+    name = f"steady_{secrets.token_hex(3)}"
+    deploy_service(admin, tmp_path, plain_files(name, "v1", described=True))
+    statuses: list[int] = []
+    greetings: set[str] = set()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with bay_server.admin() as client:
+            while not stop.is_set():
+                answer = client.get(f"/{name}/hello")
+                statuses.append(answer.status_code)
+                if answer.status_code == 200:
+                    greetings.add(answer.json()["hello"])
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        deploy_service(admin, tmp_path, plain_files(name, "v2", described=True))
+        deadline = time.monotonic() + 30
+        while "v2" not in greetings:
+            assert time.monotonic() < deadline, "version 2 never answered"
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join()
+    assert statuses
+    assert set(statuses) == {200}
+    assert greetings == {"v1", "v2"}

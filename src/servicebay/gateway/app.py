@@ -32,6 +32,7 @@ from servicebay.runtime.deployments import Deployer
 from servicebay.runtime.layout import Layout
 from servicebay.runtime.metrics import QueueWatch, RunMetrics
 from servicebay.runtime.node import Component, Node, Role
+from servicebay.runtime.runs import Intake
 from servicebay.runtime.scheduler import Scheduler
 from servicebay.runtime.supervisor import Supervisor
 from servicebay.runtime.worker import Worker
@@ -59,6 +60,7 @@ def create_app(settings: Settings, role: Role = Role.all) -> Envelope:
         app.state.services = ServiceRegistry(
             instance.sessions, instance.master_key, ttl=settings.auth_cache_seconds
         )
+        app.state.intake = Intake(instance.sessions)
         app.state.alerter = alerter = Alerter(instance, registry=metrics.registry)
         run_metrics = RunMetrics(metrics.registry)
 

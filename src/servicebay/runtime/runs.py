@@ -23,16 +23,17 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Literal, get_args
 
 from sqlalchemy import ColumnElement, and_, bindparam, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from servicebay.core.errors import Conflict, InvalidInput, NotFound
+from servicebay.core.batching import Batcher
+from servicebay.core.errors import Conflict, InvalidInput, NotFound, ServiceBayError
 from servicebay.core.models import (
     Deployment,
     DeploymentVersion,
@@ -125,6 +126,60 @@ async def create_run(
     session.add(run)
     await session.flush()
     return run
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    deployment: Deployment
+    trigger: Trigger
+    actor: str | None
+    input: dict[str, Any] | None
+
+
+class Intake:
+    """Queues runs for callers that each wait for their run (the API's manual triggers).
+
+    Runs asked for while a batch is being written share the next transaction (group
+    commit, `core.batching`): under load, one commit and one turn at SQLite's writer for
+    many runs instead of one each. Each is checked as `create_run` checks it; one that
+    cannot run fails its own caller only.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._batcher = Batcher(self._write, name="run-intake")
+
+    async def queue(
+        self,
+        deployment: Deployment,
+        *,
+        trigger: Trigger,
+        actor: str | None,
+        input: dict[str, Any] | None = None,
+    ) -> Run:
+        """A queued run of the deployment's active version (`create_run`)."""
+        created = await self._batcher.submit(_Wanted(deployment, trigger, actor, input))
+        if isinstance(created, ServiceBayError):
+            raise created
+        return created
+
+    async def _write(self, batch: Sequence[_Wanted]) -> list[Run | ServiceBayError]:
+        created: list[Run | ServiceBayError] = []
+        async with self._sessions() as session, session.begin():
+            for wanted in batch:
+                try:
+                    run = await create_run(
+                        session,
+                        wanted.deployment,
+                        trigger=wanted.trigger,
+                        actor=wanted.actor,
+                        input=wanted.input,
+                    )
+                except ServiceBayError as refused:  # raised before anything is written
+                    created.append(refused)
+                else:
+                    created.append(run)
+        return created
 
 
 async def get_run(session: AsyncSession, run_id: str) -> tuple[Run, Deployment]:

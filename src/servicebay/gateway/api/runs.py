@@ -72,13 +72,10 @@ async def trigger_run(
         deployment = await runs.get_deployment(session, name)
         audit.record("run.create", resource_of(name))
         await require_manage(request, session, caller, deployment, "run")
-        run = await runs.create_run(
-            session,
-            deployment,
-            trigger="manual",
-            actor=caller.email,
-            input=body.input if body else None,
-        )
+    intake: runs.Intake = request.app.state.intake
+    run = await intake.queue(
+        deployment, trigger="manual", actor=caller.email, input=body.input if body else None
+    )
     audit.record("run.create", resource_of(name), run_id=run.id, version=run.version)
     _wake_worker(request)
     return JSONResponse(RunOut.of(run, deployment).model_dump(mode="json"), status_code=202)

@@ -100,6 +100,44 @@ def test_only_a_ready_active_version_of_a_cron_or_webhook_deployment_runs(home: 
     asyncio.run(scenario())
 
 
+def test_the_intake_queues_runs_asked_for_together_and_refuses_each_on_its_own(
+    database_url: str, home: Path
+) -> None:
+    async def scenario() -> None:
+        async with database(database_url) as sessions:
+            layout = Layout(home)
+            ready = await deploy_script(sessions, layout, owner=OWNER, script="")
+            building = await deploy_script(
+                sessions, layout, owner=OWNER, script="", status="building"
+            )
+            async with sessions() as session:
+                deployments = {
+                    one.name: await session.get(Deployment, one.id) for one in (ready, building)
+                }
+            intake = runs.Intake(sessions)
+            asked = [
+                intake.queue(deployments[name], trigger="manual", actor=OWNER, input={"n": n})
+                for n, name in enumerate([ready.name] * 5 + [building.name] + [ready.name] * 4)
+            ]
+            answers = await asyncio.gather(*asked, return_exceptions=True)
+            refused = answers.pop(5)
+            assert isinstance(refused, Conflict)
+            assert "is building" in refused.message
+            assert [(run.status, run.input) for run in answers] == [  # type: ignore[union-attr]
+                ("queued", {"n": n}) for n in (0, 1, 2, 3, 4, 6, 7, 8, 9)
+            ]
+            async with sessions() as session:
+                stored = await runs.list_runs(
+                    session,
+                    RunFilter([ready.id, building.id], None, None, None),
+                    limit=50,
+                    cursor=None,
+                )
+            assert len(stored.items) == 9
+
+    asyncio.run(scenario())
+
+
 def test_claimers_on_separate_connections_take_each_run_exactly_once(
     database_url: str, home: Path
 ) -> None:

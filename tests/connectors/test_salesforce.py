@@ -16,14 +16,9 @@ from tests.connectors.conftest import (
     assert_identity_required,
     assert_problem,
 )
+from tests.gateway.code_support import JULIUS
 
 TOKEN = "00D5e000000TEST!AQ0AQConnectorTestSessionToken"
-JULIUS = {
-    "email": "julius@nyknicks.com",
-    "first_name": "Julius",
-    "last_name": "Randle",
-    "address": "4 Pennsylvania Plaza",
-}
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,8 @@ pip installs Flask offline from `.venv/wheels` (`make install` downloads it).
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +24,10 @@ import pytest
 
 from servicebay.fakes.salesforce import FakeSalesforce
 from tests.conftest import Server
+from tests.gateway.code_support import JULIUS, code_server, deploy_service, grant, store_secret
 from tests.gateway.gateway_support import assert_problem
 from tests.gateway.test_apps import WHEELS, wait_for_state
-from tests.gateway.test_code_services import deploy_refused, deploy_service
+from tests.gateway.test_code_services import deploy_refused
 from tests.gateway.test_deployments_api import folder_of
 
 TOKEN = "00D5e000000TEST!AQ0AQArticleFlaskSessionToken"
@@ -160,21 +158,11 @@ def fake() -> Iterator[FakeSalesforce]:
 
 
 @pytest.fixture(scope="module")
-def bay_server(launch: Callable[..., Server]) -> Iterator[Server]:
+def bay_server() -> Iterator[Server]:
     if not any(WHEELS.glob("flask-*.whl")):
         pytest.skip("no wheels in .venv/wheels: run `make install`")
-    root = Path(tempfile.mkdtemp(prefix="bay-flask-service-"))
-    root.chmod(0o755)
-    settings = {
-        "PIP_NO_INDEX": "1",
-        "PIP_FIND_LINKS": str(WHEELS),
-        "PIP_CONFIG_FILE": os.devnull,
-        "BAY_AUTH_CACHE_SECONDS": "1",
-    }
-    server = launch(root / "home", settings=settings)
-    yield server
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    with code_server("bay-flask-service-", wheels=True) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -184,16 +172,8 @@ def admin(bay_server: Server) -> Iterator[httpx.Client]:
 
 
 def allow_secrets(admin: httpx.Client, name: str, fake: FakeSalesforce) -> None:
-    for secret, value in (
-        ("SALESFORCE_API_KEY", TOKEN),
-        ("SALESFORCE_INSTANCE_URL", fake.base_url),
-    ):
-        current = admin.get(f"/api/v1/secrets/{secret}")
-        allow = current.json()["allow"] if current.status_code == 200 else []
-        stored = admin.put(
-            f"/api/v1/secrets/{secret}", json={"value": value, "allow": [*allow, f"service:{name}"]}
-        )
-        assert stored.status_code == 200, stored.text
+    store_secret(admin, "SALESFORCE_API_KEY", TOKEN, name)
+    store_secret(admin, "SALESFORCE_INSTANCE_URL", fake.base_url, name)
 
 
 @pytest.fixture(scope="module")
@@ -212,27 +192,11 @@ def fresh(fake: FakeSalesforce) -> None:
     fake.clear()
 
 
-JULIUS = {
-    "email": "julius@nyknicks.com",
-    "address": "4 Pennsylvania Plaza",
-    "first_name": "Julius",
-    "last_name": "Randle",
-}
-
-
 def test_the_articles_flask_service_creates_a_customer_for_a_granted_caller(
     bay_server: Server, admin: httpx.Client, salesforce: str, fake: FakeSalesforce
 ) -> None:
     _, key = bay_server.new_user(teams=["sales"])
-    granted = admin.post(
-        "/api/v1/grants",
-        json={
-            "principal": "team:sales",
-            "resource": "service:salesforce/create_customer",
-            "actions": ["create"],
-        },
-    )
-    assert granted.status_code == 201, granted.text
+    grant(admin, "team:sales", "service:salesforce/create_customer", "create")
     with bay_server.client(key) as client:
         created = client.post("/salesforce/create_customer", params={**JULIUS, "api_key": key})
         invalid = client.post("/salesforce/create_customer", params={"email": "julius"})

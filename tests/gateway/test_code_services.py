@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +25,13 @@ from servicebay.runtime.bundle import build_bundle
 from servicebay.templates.catalog import builtin_template
 from servicebay.templates.render import render, write
 from tests.conftest import Server
+from tests.gateway.code_support import (
+    code_server,
+    deploy_service,
+    grant,
+    store_secret,
+    wait_until_mounted,
+)
 from tests.gateway.gateway_support import assert_problem, find_event
 from tests.gateway.test_apps import serving, wait_for_state
 from tests.gateway.test_deployments_api import deploy, folder_of, upload
@@ -155,18 +159,9 @@ def recorder_files(name: str, *, secret: bool = True) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def bay_server(launch: Callable[..., Server]) -> Iterator[Server]:
-    root = Path(tempfile.mkdtemp(prefix="bay-code-"))
-    root.chmod(0o755)
-    settings = {
-        "PIP_NO_INDEX": "1",
-        "PIP_CONFIG_FILE": os.devnull,
-        "BAY_AUTH_CACHE_SECONDS": "1",
-    }
-    server = launch(root / "home", settings=settings)
-    yield server
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
+def bay_server() -> Iterator[Server]:
+    with code_server("bay-code-") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -180,46 +175,14 @@ def token() -> str:
     return f"tok-{secrets.token_hex(16)}"
 
 
-def deploy_service(client: httpx.Client, parent: Path, files: dict[str, str]) -> dict[str, Any]:
-    """Deploy a code-service folder, then wait until its version serves and is mounted."""
-    version = deploy(client, folder_of(parent, files))
-    assert version["status"] == "ready", version["build_log"]
-    shown = wait_for_state(client, version["name"], serving(version["version"]))
-    wait_until_mounted(client, version["name"], version["version"])
-    return shown
-
-
-def wait_until_mounted(client: httpx.Client, name: str, version: int) -> None:
-    """The gateway's registry sees a published service within its cache time."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        listed = client.get(f"/{name}/openapi.json")
-        if listed.status_code == 200:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{name} version {version} never got mounted: {listed.text}")
-
-
 @pytest.fixture(scope="module")
 def recorder(
     bay_server: Server, admin: httpx.Client, token: str, tmp_path_factory: pytest.TempPathFactory
 ) -> str:
     name = f"recorder_{secrets.token_hex(3)}"
-    stored = admin.put(
-        f"/api/v1/secrets/{TOKEN_VARIABLE}",
-        json={"value": token, "allow": [f"service:{name}"]},
-    )
-    assert stored.status_code == 200, stored.text
+    store_secret(admin, TOKEN_VARIABLE, token, name)
     deploy_service(admin, tmp_path_factory.mktemp("recorder"), recorder_files(name))
     return name
-
-
-def grant(admin: httpx.Client, principal: str, resource: str, *actions: str) -> None:
-    answer = admin.post(
-        "/api/v1/grants",
-        json={"principal": principal, "resource": resource, "actions": list(actions)},
-    )
-    assert answer.status_code == 201, answer.text
 
 
 # --- (a) deployed and supervised with its secrets ----------------------------------------------

@@ -28,7 +28,7 @@ from websockets.sync.client import connect as websocket_connect
 
 from servicebay.sdk.identity import verify_identity
 from tests.conftest import Server, bay
-from tests.gateway.gateway_support import assert_problem, find_event
+from tests.gateway.gateway_support import assert_problem, find_event, wait_for
 from tests.gateway.test_deployments_api import (
     ALERTS_PATH,
     deploy,
@@ -568,11 +568,18 @@ def test_a_literal_port_that_is_taken_fails_the_deploy_suggesting_port(
 def test_server_logs_are_kept_and_readable(
     apps: Server, admin: httpx.Client, flask_app: str
 ) -> None:
-    page = admin.get(f"/api/v1/deployments/{flask_app}/logs")
+    def text_of(page: httpx.Response) -> str:
+        return "".join(chunk["text"] for chunk in page.json()["chunks"])
+
+    # The supervisor stores a process's lines in chunks, a moment after they are printed.
+    page, _ = wait_for(
+        lambda: admin.get(f"/api/v1/deployments/{flask_app}/logs"),
+        lambda page: page.status_code != 200 or "is healthy" in text_of(page),
+        within=WAIT_SECONDS,
+    )
     assert page.status_code == 200, page.text
-    text = "".join(chunk["text"] for chunk in page.json()["chunks"])
-    assert "[servicebay] starting version 1" in text
-    assert "is healthy" in text
+    assert "[servicebay] starting version 1" in text_of(page)
+    assert "is healthy" in text_of(page)
     later = admin.get(
         f"/api/v1/deployments/{flask_app}/logs",
         params={"after": page.json()["chunks"][-1]["id"]},

@@ -166,6 +166,17 @@ def _url_path(path: str) -> str:
     return path
 
 
+def _static_folder(path: str) -> str:
+    """A folder inside the deployment's, so the files served never leave it."""
+    pure = PurePosixPath(path)
+    if "\\" in path or not path.strip() or pure.is_absolute() or ".." in pure.parts:
+        raise _fail(
+            f"{path!r} is not a folder inside the deployment folder",
+            "name the built folder relative to it, e.g. 'dist' (or '.' for the folder itself)",
+        )
+    return pure.as_posix()
+
+
 def _environment(env: dict[str, str]) -> dict[str, str]:
     for name, value in env.items():
         if not ENV_NAME.fullmatch(name):
@@ -457,10 +468,19 @@ class ServerConfig(_Model):
         "needs no command), e.g. to build static files.",
         examples=["pip install -r requirements.txt"],
     )
-    start_command: Command = Field(
+    start_command: Command | None = Field(
+        default=None,
         validation_alias=AliasChoices("start_command", "start command"),
-        description="Starts the server, which must listen on $PORT (set by the platform).",
+        description="Starts the server, which must listen on $PORT (set by the platform). "
+        "Required unless `static` is given.",
         examples=["flask run --port $PORT --host 0.0.0.0"],
+    )
+    static: Annotated[str, AfterValidator(_static_folder)] | None = Field(
+        default=None,
+        description="A static site instead of a program: the folder of the deployment "
+        "(after the build command ran) whose files the platform serves itself; no start "
+        "command, no process.",
+        examples=["dist"],
     )
     port: int | None = Field(
         default=None,
@@ -485,6 +505,27 @@ class ServerConfig(_Model):
     memory_mb: MemoryMb = 1024
     env: Environment = Field(default_factory=dict)
     notify: Notify = Field(default_factory=Notify, description=NOTIFY)
+
+    @model_validator(mode="after")
+    def _program_or_static(self) -> ServerConfig:
+        """One of the two ways to serve: a process, or files; never both, never neither."""
+        if self.static is None and self.start_command is None:
+            raise _fail(
+                "is required: the command that starts the server (or `static`, a folder "
+                "of files the platform serves)",
+                'add "start_command": "python app.py" (listening on $PORT), or "static": '
+                '"dist" for a built site',
+                field="start_command",
+            )
+        if self.static is not None:
+            given = [name for name in ("start_command", "port") if getattr(self, name)]
+            if given:
+                raise _fail(
+                    f"{given[0]} is for a program; a static site is served by the platform",
+                    f'remove "{given[0]}", or remove "static" to run a program',
+                    field=given[0],
+                )
+        return self
 
 
 _CODE_ONLY = ("build_command", "secrets", "port", "memory_mb", "env")
@@ -1369,6 +1410,10 @@ def json_schema(filename: str) -> dict[str, Any]:
             **_any_spelling(spellings, "start_command"),
         }
         schema["else"] = {"not": {"anyOf": [{"required": [key]} for key in code_only]}}
+    if model is ServerConfig:
+        # A program (its start command, in either spelling) or a static folder: one of them.
+        program = _any_spelling(spellings, "start_command")
+        schema["oneOf"] = [program, {"required": ["static"]}]
     if twinned:
         schema["allOf"] = twinned
     return {

@@ -37,13 +37,16 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
 import httpx
 from sqlalchemy import and_, select
+from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.responses import RedirectResponse
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -55,6 +58,7 @@ from servicebay.core.errors import (
     BadGateway,
     Forbidden,
     GatewayTimeout,
+    MethodNotAllowed,
     NotFound,
     ServiceBayError,
     ServiceUnavailable,
@@ -68,7 +72,8 @@ from servicebay.gateway.hooks import HOP_BY_HOP, OWN_HEADER_PREFIX, subdomain_of
 from servicebay.gateway.limits import RateLimiter
 from servicebay.gateway.problems import error_response
 from servicebay.runtime.config import DEPLOYMENT_NAME, ServerConfig, ServiceConfig
-from servicebay.runtime.supervisor import Routes, config_of
+from servicebay.runtime.layout import Layout
+from servicebay.runtime.supervisor import Routes, config_of, static_dir
 from servicebay.sdk.identity import HEADER as IDENTITY_HEADER
 from servicebay.sdk.identity import sign_identity
 
@@ -102,6 +107,8 @@ class App:
     """As the supervisor recorded it: for nodes that do not supervise it themselves."""
     kind: str = "server"
     """The deployment's kind: `server`, or `service` (code)."""
+    version: int | None = None
+    """The version the supervisor recorded as serving."""
 
     @property
     def resource(self) -> str:
@@ -122,6 +129,7 @@ class Apps:
         self.routes = routes
         self.ttl = instance.settings.auth_cache_seconds
         self.identity_key = instance.master_key.identity_key().encode()
+        self.layout = Layout(instance.settings.home)
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(UPSTREAM_READ_SECONDS, connect=UPSTREAM_CONNECT_SECONDS),
             follow_redirects=False,
@@ -174,12 +182,15 @@ class Apps:
             deployment.server_reason,
             deployment.server_address,
             kind,
+            deployment.server_version,
         )
 
     @contextlib.contextmanager
     def upstream(self, app: App) -> Iterator[str]:
         """The address to send a call to, held for the length of the call."""
         local = self.routes.get(app.name) if self.routes is not None else None
+        if local is not None and local.folder is not None:
+            raise NotFound(f"{app.label} is a static site: it answers GET and HEAD only")
         if self.routes is not None and local is not None:
             with self.routes.lease(local):
                 yield local.address
@@ -187,13 +198,34 @@ class Apps:
         if self.routes is None and app.state == "running" and app.address:
             yield app.address
             return
+        raise self._not_serving(app)
+
+    def static_folder(self, app: App) -> Path | None:
+        """The built folder a static site serves from right now; None for a program. The
+        supervisor's route decides where it supervises (so a redeploy from one to the
+        other switches at once); elsewhere, the active version's config and the version
+        the supervisor recorded."""
+        local = self.routes.get(app.name) if self.routes is not None else None
+        if local is not None:
+            return local.folder
+        served = None
+        if app.config is not None and app.version is not None:
+            served = static_dir(self.layout, app.name, app.version, app.config)
+        if served is None:
+            return None  # a program: `upstream` says why it is not serving
+        if self.routes is None and app.state == "running":
+            return served
+        raise self._not_serving(app)
+
+    @staticmethod
+    def _not_serving(app: App) -> ServiceUnavailable:
         if app.config is None:
-            raise ServiceUnavailable(
+            return ServiceUnavailable(
                 f"{app.label} has no version that built yet; `bay deployments show "
                 f"{app.name}` has the build log"
             )
         why = f": {app.reason}" if app.reason else ""
-        raise ServiceUnavailable(
+        return ServiceUnavailable(
             f"{app.label} is not serving right now ({app.state or 'starting'}{why}); "
             f"`bay deployments logs {app.name}` has its output"
         )
@@ -286,7 +318,12 @@ class AppCalls:
             location = f"{prefix}/" + (f"?{query}" if query else "")
             await RedirectResponse(location, status_code=307)(scope, receive, send)
             return
-        await forward(self.state.apps, app, scope, receive, send, prefix, caller)
+        apps: Apps = self.state.apps
+        folder = apps.static_folder(app)
+        if folder is not None:
+            await serve_files(folder, app, scope, receive, send, prefix)
+            return
+        await forward(apps, app, scope, receive, send, prefix, caller)
 
     async def _websocket(
         self, scope: Scope, receive: Receive, send: Send, name: str, prefix: str
@@ -406,6 +443,28 @@ async def forward(
             await send({"type": "http.response.body", "body": b""})
         finally:
             await response.aclose()
+
+
+async def serve_files(
+    folder: Path, app: App, scope: Scope, receive: Receive, send: Send, prefix: str
+) -> None:
+    """Answer an admitted GET or HEAD from a static site's folder (Starlette's StaticFiles:
+    `index.html` for a folder, content types, ETag/Last-Modified and 304s, no listings).
+    Nothing outside the folder is served: `..` and its encodings are resolved first, and
+    symlinks are followed only to files inside it. A miss is a 404 problem that names
+    the path asked for, never where the files are."""
+    files = StaticFiles(directory=folder, html=True, follow_symlink=False)
+    # The prefix is the site's root: StaticFiles serves the rest of the path from the folder.
+    within = {**scope, "root_path": scope.get("root_path", "") + prefix}
+    try:
+        await files(within, receive, send)
+    except HTTPException as refused:
+        if refused.status_code == 405:
+            raise MethodNotAllowed(
+                f"{app.label} is a static site: it answers GET and HEAD", allow=["GET", "HEAD"]
+            ) from None
+        path = scope["path"][len(prefix) :] or "/"
+        raise NotFound(f"{app.label} has no file at {path!r}") from None
 
 
 async def _pass_websocket(

@@ -151,6 +151,17 @@ def config_of(kind: str, document: dict[str, Any]) -> ProcessConfig:
     )
 
 
+def static_of(config: ProcessConfig) -> str | None:
+    """A static site's folder (relative to its version's), or None for a program."""
+    return config.static if isinstance(config, ServerConfig) else None
+
+
+def static_dir(layout: Layout, name: str, version: int, config: ProcessConfig) -> Path | None:
+    """Where a static site's version has its files, or None for a program."""
+    folder = static_of(config)
+    return None if folder is None else layout.server_dir(name, version) / folder
+
+
 def health_path_of(config: ProcessConfig) -> str:
     """A server's `health_path`; a code service is healthy once it documents itself."""
     return config.health_path if isinstance(config, ServerConfig) else code_services.OPENAPI_PATH
@@ -233,8 +244,37 @@ async def build_version(
     uid = deployment_uid(deployment.id)
     folder = layout.server_dir(deployment.name, version.version)
     await asyncio.to_thread(_stage, layout, deployment.name, version.version, folder, uid)
-    if config.build_command is None:
-        return
+    if config.build_command is not None:
+        await _build(layout, builder, config, folder, uid, environment, on_line)
+    served = static_dir(layout, deployment.name, version.version, config)
+    if served is not None:
+        await on_line(f"serving the static folder {static_of(config)}/")
+        _check_static(folder, served, static_of(config) or ".")
+
+
+def _check_static(folder: Path, served: Path, named: str) -> None:
+    """The static folder exists once built, and is the version's own (not a link out)."""
+    resolved = served.resolve()
+    if not resolved.is_relative_to(folder.resolve()):
+        raise ServerError(f"the static folder {named}/ leads outside the deployment's folder")
+    if not resolved.is_dir():
+        raise ServerError(
+            f"the static folder {named}/ is not there after the build; build it (e.g. "
+            '"build command": "npm run build") or name the folder the build writes'
+        )
+
+
+async def _build(
+    layout: Layout,
+    builder: Builder,
+    config: ProcessConfig,
+    folder: Path,
+    uid: int | None,
+    environment: Path,
+    on_line: OnLine,
+) -> None:
+    """Run the version's build command in its folder; ServerError when it fails."""
+    assert config.build_command is not None
     await on_line(f"running the build command: {config.build_command}")
     spec = ProcessSpec(
         ["/bin/sh", "-c", config.build_command],
@@ -277,12 +317,15 @@ def _stage(layout: Layout, name: str, number: int, folder: Path, uid: int | None
 
 @dataclass
 class Upstream:
-    """A healthy server process the gateway may send requests to."""
+    """A healthy server process the gateway may send requests to, or a static site's
+    built folder it serves itself."""
 
     name: str
     version: int
     address: str
-    """`host:port`."""
+    """`host:port` (empty for a static site)."""
+    folder: Path | None = None
+    """A static site's files; None for a process."""
     leases: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -620,6 +663,8 @@ class _Keeper:
         self.revoking: set[asyncio.Future[None]] = set()
         self.changed = asyncio.Event()
         self.restarts = 0
+        self.static: Upstream | None = None
+        """The static folder it routes to, for a static site (no process)."""
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -637,6 +682,9 @@ class _Keeper:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         why = "the deployment was deleted" if deleted else "the node is stopping"
+        if self.static is not None:
+            self.supervisor.routes.drop(self.name, self.static)
+            self.static = None
         for process in list(self.live):
             self.supervisor.routes.drop(self.name, process.upstream)
             await self._stop(process, why)
@@ -657,6 +705,9 @@ class _Keeper:
         while True:
             target = self.target
             self.changed.clear()
+            if static_of(target.config) is not None:
+                await self._serve_static(target)
+                continue
             if self.current is not None and self.current.version == target.version:
                 reason = await self._watch(self.current)
                 if reason is None:
@@ -690,6 +741,42 @@ class _Keeper:
                 continue
             await self._restarting(target, failure, backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    async def _serve_static(self, target: Target) -> None:
+        """Route to the version's built folder (one switch: requests see the old version's
+        files or the new one's, never a mix), stop a program it replaces, and wait for the
+        next version: files need no process, port or restart."""
+        layout = self.supervisor.layout
+        folder = static_dir(layout, self.name, target.version, target.config)
+        assert folder is not None
+        if not folder.is_dir():
+            why = f"version {target.version} is not built on this node ({folder}); deploy again"
+            await self.logs.note(why)
+            await self.supervisor.record(
+                self.deployment_id, server_state=STARTING, server_reason=why
+            )
+            await self.changed.wait()
+            return
+        upstream = Upstream(self.name, target.version, "", folder.resolve())
+        self.supervisor.routes.switch(upstream)
+        self.static, previous = upstream, self.current
+        self.current = None
+        await self.supervisor.record(
+            self.deployment_id,
+            server_state=RUNNING,
+            server_reason=None,
+            server_version=target.version,
+            server_address=None,
+            server_pid=None,
+            server_restarts=self.restarts,
+            server_since=utcnow(),
+        )
+        await self.logs.note(
+            f"version {target.version} serves its static folder {static_of(target.config)}/"
+        )
+        if previous is not None:
+            await self._retire(previous, target.version)
+        await self.changed.wait()
 
     async def _watch(self, process: _Process) -> str | None:
         """Wait for the process to end or stop answering its health checks (why, in

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from servicebay.core import jsonc
-from servicebay.runtime.config import ServiceConfig, check_folder
+from servicebay.runtime.config import ServerConfig, ServiceConfig, check_folder
 from servicebay.services.kinds import parse_spec
 from tests.cli.cli_support import BAY, Bay, assert_clean_failure
 
@@ -433,22 +433,28 @@ def test_an_existing_empty_folder_is_filled(offline: Bay, tmp_path: Path) -> Non
     assert (folder / "webhook.json").is_file()
 
 
-@pytest.mark.parametrize(
-    ("kind", "message"),
-    [
-        ("dashboard", "bay new dashboard arrives in a later release"),
-        ("crontab", "'crontab' is not a kind of deployment"),
-    ],
-)
-def test_kinds_without_a_template_say_so(
-    offline: Bay, tmp_path: Path, kind: str, message: str
-) -> None:
-    result = offline("new", kind, "thing", "--dir", str(tmp_path / "thing"))
+def test_an_unknown_kind_says_which_there_are(offline: Bay, tmp_path: Path) -> None:
+    result = offline("new", "crontab", "thing", "--dir", str(tmp_path / "thing"))
 
     assert_clean_failure(result)
-    assert message in result.stderr
-    assert "bay new server" in result.stderr or "cron, webhook, service, server" in result.stderr
+    assert "'crontab' is not a kind of deployment" in result.stderr
+    assert "cron, webhook, service, server, dashboard" in result.stderr
     assert not (tmp_path / "thing").exists()
+
+
+def test_the_dashboard_scaffold_is_a_static_site(offline: Bay, tmp_path: Path) -> None:
+    folder = tmp_path / "sales-board"
+
+    answer = created(offline("new", "dashboard", "sales-board", "--dir", str(folder), "--json"))
+
+    assert answer["files"] == ["README.md", "server_deployment.json", "site/index.html"]
+    check = check_folder(folder)
+    assert check.ok, [str(problem) for problem in check.problems]
+    assert check.kind == "server"
+    assert isinstance(check.config, ServerConfig)
+    assert (check.config.static, check.config.start_command) == ("site", None)
+    assert "npm run build" in (folder / "README.md").read_text()
+    assert "<h1>sales-board</h1>" in (folder / "site" / "index.html").read_text()
 
 
 def test_a_service_may_not_take_a_reserved_name(offline: Bay, tmp_path: Path) -> None:
@@ -465,11 +471,11 @@ def test_list_without_a_key_shows_the_builtin_kinds(offline: Bay) -> None:
     assert listed.returncode == 0, listed.stderr
     for kind in ("cron", "webhook", "service", "server"):
         assert kind in listed.stdout
-    assert "dashboard arrives in a later release" in listed.stdout
     assert "bay login" in listed.stdout
     assert [item["name"] for item in json.loads(listed_json.stdout)] == [
         "code-service",
         "cron",
+        "dashboard",
         "server",
         "service",
         "webhook",

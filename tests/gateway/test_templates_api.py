@@ -115,8 +115,8 @@ def test_every_user_sees_the_builtin_templates_then_the_organisations(
     found = listed(user)
 
     names = list(found)
-    assert names[:5] == ["code-service", "cron", "server", "service", "webhook"]
-    assert names[5:] == sorted(names[5:])
+    assert names[:6] == ["code-service", "cron", "dashboard", "server", "service", "webhook"]
+    assert names[6:] == sorted(names[6:])
     for kind in ("cron", "server", "service", "webhook"):
         assert found[kind]["builtin"] is True
         assert found[kind]["kind"] == kind

@@ -27,8 +27,6 @@ from servicebay.templates.catalog import Template, TemplateFile
 from servicebay.templates.manifest import Manifest, TemplateError
 
 KINDS = ("cron", "webhook", "service", "server", "dashboard")
-LATER = ("dashboard",)
-"""Kinds without a built-in template yet."""
 
 TEMPLATE_COLUMNS = (
     Column("template", "name", style="cyan"),
@@ -60,9 +58,7 @@ def new(
     ctx: typer.Context,
     kind: Annotated[
         str | None,
-        typer.Argument(
-            help="cron, webhook, server or service (dashboard comes later).", show_default=False
-        ),
+        typer.Argument(help="cron, webhook, server, dashboard or service.", show_default=False),
     ] = None,
     name: Annotated[
         str | None,
@@ -113,6 +109,7 @@ def new(
       bay new cron weekly-report
       bay new webhook customer-lookup --dir hooks/customer-lookup
       bay new service crm --template code-service
+      bay new dashboard sales-board
       bay new cron digest --template slack-digest --param channel=marketing
       bay new --list
     """
@@ -172,12 +169,7 @@ def _check_kind(kind: str, name: str, template: str | None) -> None:
     if kind not in KINDS:
         raise TemplateError(
             f"{kind!r} is not a kind of deployment",
-            f"choose one of {', '.join(KINDS[:4])}; `bay new --list` shows every template",
-        )
-    if kind in LATER and template is None:
-        raise TemplateError(
-            f"bay new {kind} arrives in a later release",
-            f"for now: bay new server {name} serves a web app (a Flask dashboard works)",
+            f"choose one of {', '.join(KINDS)}; `bay new --list` shows every template",
         )
     if kind == "service" and name in RESERVED_NAMES:
         raise TemplateError(
@@ -280,6 +272,12 @@ def _next_steps(kind: str, name: str, folder: Path, files: list[TemplateFile]) -
             f"bay services register {folder}   serves it at /{name}/... (admin)",
             f"bay grant team:TEAM service:{name}/TABLE read   lets people call it",
         ]
+    if kind == "dashboard":
+        return [
+            f"Edit {folder / 'site' / 'index.html'}: what it shows (README.md explains).",
+            f"cd {folder} && bay deploy   serves it at /apps/{name}/",
+            f"bay grant team:TEAM app:{name} invoke   lets people see it",
+        ]
     return [
         f"Write the three steps in {folder}/ (pull, analyse, output); README.md explains.",
         f"cd {folder} && bay run . --local   runs it once, now, with your own key",
@@ -320,7 +318,6 @@ def _list(ctx: typer.Context, as_json: bool) -> None:
         print_json(found)
         return
     print_table(found, TEMPLATE_COLUMNS, empty="No templates.")
-    console.print(Text(f"{' and '.join(LATER)} arrives in a later release.", style="dim"))
     console.print(Text("Use: bay new KIND NAME [--template TEMPLATE]", style="dim"))
     if source is None:
         console.print(

@@ -21,6 +21,11 @@ the supervisor keeps healthy (`runtime.supervisor`):
 4. **Failures.** No healthy process: 503 naming the server's state. The upstream refusing
    the connection or breaking off: 502; not answering within `UPSTREAM_READ_SECONDS`: 504.
 
+A static site (`"static"` in server_deployment.json) has no process: after the same steps
+1 and 2, its files are answered from the folder the supervisor routes to (`serve_files`,
+Starlette's `StaticFiles`: `index.html` for a folder, ETag/Last-Modified and 304s, no
+listings, nothing outside the folder), GET and HEAD only.
+
 Code services (`service.json` of kind `code`) are supervised processes too, but mounted at
 `/{name}/...` by the service dispatch (`gateway/dispatch.py`), which authenticates,
 authorises per endpoint and audits the call as for every service, then hands it to the

@@ -36,6 +36,11 @@ The state of each server (state, reason, version, address, pid, restarts) is wri
 its deployment's row, which is what the API shows and what nodes without a supervisor
 proxy to.
 
+A static site (`static` in server_deployment.json) is built the same way, and its folder
+checked once built; then, instead of a process, its keeper routes to the version's folder
+(an `Upstream` with a `folder` and no address) and records it running: no port, health
+checks or restarts, and a new version is one switch of the route.
+
 A code service is supervised the same way, with three differences
 (`runtime.code_services`): its process also gets its allowed secrets as environment
 variables (read when it starts, never logged); its health path is `/openapi.json`; and

@@ -29,6 +29,7 @@ from tests.gateway.code_support import (
     code_server,
     deploy_service,
     grant,
+    serve_folders,
     store_secret,
     wait_until_mounted,
 )
@@ -228,6 +229,27 @@ def test_the_secret_reaches_no_build_other_deployment_answer_log_or_audit_record
 
 
 # --- (b) mounted at /{name}/... behind per-endpoint grants ---------------------------------------
+
+
+def test_only_an_admin_or_a_manager_of_the_service_may_create_a_code_service(
+    bay_server: Server, admin: httpx.Client, token: str, tmp_path: Path
+) -> None:
+    """A new code service answers at /{name}/... and gets the secrets allowed for
+    service:{name}: an analyst may not claim a name an admin set secrets aside for."""
+    name = f"claimed_{secrets.token_hex(3)}"
+    store_secret(admin, TOKEN_VARIABLE, token, name)
+    email, key = bay_server.new_user()
+    folder = folder_of(tmp_path, recorder_files(name))
+    with bay_server.client(key) as analyst:
+        refused = upload(analyst, build_bundle(folder).data)
+        body = assert_problem(refused, 403, f"manage on service:{name}")
+        assert f"bay grant user:{email} service:{name} manage" in body["detail"]
+        assert admin.get(f"/api/v1/deployments/{name}").status_code == 404
+        grant(admin, f"user:{email}", f"service:{name}", "manage")
+        (shown,) = serve_folders(analyst, folder)
+    assert shown["owner"] == email
+    event = find_event(admin, refused.headers["x-request-id"], outcome="denied")
+    assert event["actor"] == email
 
 
 def test_a_caller_with_the_endpoint_grant_reaches_it_as_themselves(

@@ -77,6 +77,23 @@ async def require_manage(
     )
 
 
+async def _require_publish(request: Request, caller: Principal, name: str) -> None:
+    """A new code service publishes /{name}/... and is given the secrets an admin allowed
+    for service:{name}: like registering a service, that takes an admin, or a grant
+    `manage` on service:{name} (after which its deployment is its owner's to redeploy)."""
+    resource = code_services.resource_of(name)
+    if caller.admin:
+        return
+    decision = await get_instance(request).authorizer.decide(caller.subject, resource, "manage")
+    if not decision.allowed:
+        raise Forbidden(
+            f"you may not create the code service {name}: it would answer at /{name}/... "
+            f"and receive the secrets allowed for {resource}, which needs an admin or manage "
+            f"on {resource}; an admin can grant it: bay grant user:{caller.email} {resource} "
+            "manage"
+        )
+
+
 def _where(request: Request) -> tuple[str | None, str]:
     """The instance's domain and base URL: where webhooks and servers answer."""
     settings = get_instance(request).settings
@@ -166,15 +183,6 @@ async def _record(
     for _ in range(NUMBERING_ATTEMPTS):
         try:
             async with transaction(request) as session:
-                if isinstance(upload.config, ServiceConfig):
-                    # Before any version exists: a secret it may not have is the deployer's 400.
-                    if upload.name in RESERVED_NAMES:
-                        raise InvalidInput(
-                            f"{upload.name!r} is reserved for the platform's own routes "
-                            "(/{name}/... would never reach the service): choose another name"
-                        )
-                    await code_services.check_name_is_free(session, upload.name)
-                    await code_services.check_secrets(session, upload.config)
                 existing = await deployments.find(session, upload.name)
                 if existing is not None:
                     audit_change(request).record(
@@ -184,6 +192,17 @@ async def _record(
                     await deployments.fail_stale_builds(
                         session, existing, deployer.stale_before(utcnow())
                     )
+                if isinstance(upload.config, ServiceConfig):
+                    if upload.name in RESERVED_NAMES:
+                        raise InvalidInput(
+                            f"{upload.name!r} is reserved for the platform's own routes "
+                            "(/{name}/... would never reach the service): choose another name"
+                        )
+                    if existing is None:
+                        await _require_publish(request, caller, upload.name)
+                    # Before any version exists: a secret it may not have is the deployer's 400.
+                    await code_services.check_name_is_free(session, upload.name)
+                    await code_services.check_secrets(session, upload.config)
                 deployment, version = await deployments.add_version(
                     session,
                     existing,

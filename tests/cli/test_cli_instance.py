@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from servicebay.cli.demo import CONNECTOR_CALLS, IG_USER, Fakes
+from servicebay.connectors import CONNECTORS
 from tests.cli.cli_support import BAY, Bay, assert_clean_failure
 from tests.gateway.test_apps import WHEELS
 
@@ -140,11 +142,11 @@ def offline(local: Bay) -> Bay:
 
 
 def _demo_ports() -> int:
-    """A port for the demo whose next two (its fakes') are free as well."""
+    """A port for the demo whose next ones (its fakes') are free as well."""
     while True:
         port = _free_port()
         try:
-            for taken in (port + 1, port + 2):
+            for taken in Fakes.ports(port)[1:]:
                 with socket.socket() as probe:
                     probe.bind(("127.0.0.1", taken))
         except OSError:
@@ -169,9 +171,10 @@ def test_demo_serves_a_seeded_instance_and_reuses_it(
         ann = demo_bay("permissions", "check", "ann@example.com", "service:instagram", "invoke")
         bo = demo_bay("permissions", "check", "bo@example.com", "service:instagram", "invoke")
         assert (ann.returncode, bo.returncode) == (0, 1)
-        assert "INSTAGRAM_TOKEN" in demo_bay("secrets", "list").stdout
+        assert "INSTAGRAM_ACCESS_TOKEN" in demo_bay("secrets", "list").stdout
         _check_the_sales_curls(exported, panel)
         _check_the_deployments(exported, panel)
+        _check_the_connectors(exported, panel, home)
     assert first.returncode == 0
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/readyz")  # the server child stopped with the demo
@@ -181,14 +184,16 @@ def test_demo_serves_a_seeded_instance_and_reuses_it(
         assert again == exported
         assert _me(url, again["ANN_KEY"]) == "ann@example.com"
         _check_the_sales_curls(again, panel_again)
-        services = demo_bay("services", "list", "--json")
-        assert [service["version"] for service in json.loads(services.stdout)] == [1, 1, 1]
-        deployments = json.loads(demo_bay("deployments", "list", "--json").stdout)
-        assert sorted((row["name"], row["active_version"]) for row in deployments) == [
-            ("hello", 1),
-            ("sales_dashboard", 1),
-            ("weekly_report", 1),
+        services = json.loads(demo_bay("services", "list", "--json").stdout)
+        assert [(row["name"], row["version"]) for row in services if row["kind"] == "sql"] == [
+            ("sales", 1)
         ]
+        deployments = json.loads(demo_bay("deployments", "list", "--json").stdout)
+        assert sorted((row["name"], row["active_version"]) for row in deployments) == sorted(
+            [(name, 1) for name in ("hello", "sales_dashboard", "weekly_report", *CONNECTORS)]
+        )
+        instagram = _call(again, "ANN_KEY", "GET", "/instagram/get_follower_count")
+        assert instagram.json()["followers_count"] == 7100  # the connectors serve again
         _tamper_with_the_audit_log(home / "servicebay.db")
         broken = demo_bay("audit", "verify")
         assert broken.returncode == 1
@@ -247,6 +252,47 @@ def _check_the_deployments(exported: dict[str, str], panel: str) -> None:
     assert "Revenue by plan" in seen.text
     refused = httpx.get(dashboard, headers={"Authorization": f"Bearer {exported['ANN_KEY']}"})
     assert refused.status_code == 403
+
+
+def _call(
+    exported: dict[str, str], variable: str, method: str, path: str, body: str | None = None
+) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {exported[variable]}"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    answer = httpx.request(
+        method, f"{exported['BAY_URL']}{path}", headers=headers, content=body, timeout=30
+    )
+    assert answer.is_success, answer.text
+    return answer
+
+
+def _check_the_connectors(exported: dict[str, str], panel: str, home: Path) -> None:
+    """The panel shows one call of each connector, and each answers its user through the
+    gateway from the demo's fakes (the report's Slack post went through `slack`)."""
+    assert set(CONNECTORS) <= set(re.findall(r'"\$BAY_URL/(\w+)/\w+', panel))
+    answers = {}
+    for who, method, path, body in CONNECTOR_CALLS:
+        assert f'Bearer ${who.upper()}_KEY"' in panel
+        assert f'"$BAY_URL{path}"' in panel
+        answers[path.split("/")[1]] = _call(exported, f"{who.upper()}_KEY", method, path, body)
+    assert answers["instagram"].json() == {"followers_count": 7100, "user_id": IG_USER}
+    assert answers["slack"].json()["channel"] == "C0MARKETING"
+    assert answers["email"].json()["accepted"] == ["bo@example.com"]
+    assert answers["spreadsheets"].json()["rows"][0]["team"] == "marketing"
+    assert answers["salesforce"].json()["email"] == "og@nyknicks.com"
+    assert answers["github"].json()["count"] == 2
+    refused = httpx.get(
+        f"{exported['BAY_URL']}/github/open_pull_requests?owner=servicebay&repo=analytics",
+        headers={"Authorization": f"Bearer {exported['ANN_KEY']}"},
+    )
+    assert refused.status_code == 403  # marketing may not read GitHub
+    appended = _call(
+        exported, "ANN_KEY", "POST", "/spreadsheets/append_row?table=campaigns",
+        '{"campaign": "Finals", "channel": "slack", "clicks": 12}',
+    )  # fmt: skip
+    assert appended.status_code == 201
+    assert (home / "spreadsheets" / "campaigns.csv").read_bytes().endswith(b"Finals,slack,12\r\n")
 
 
 def _tamper_with_the_audit_log(database: Path) -> None:

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from openpyxl import Workbook, load_workbook
 
-from servicebay.connectors import CONNECTORS, folder
+from servicebay.connectors import CONNECTORS, configured, folder
 from servicebay.fakes.github import FakeGitHub
 from servicebay.fakes.instagram import FakeInstagram
 from servicebay.fakes.salesforce import FakeSalesforce
@@ -147,12 +147,8 @@ def admin(bay_server: Server) -> Iterator[httpx.Client]:
 
 
 def with_env(name: str, parent: Path, env: dict[str, str]) -> Path:
-    """A copy of the connector's folder whose `service.json` adds (or replaces) `env`."""
-    copy = parent / name
-    shutil.copytree(folder(name), copy)
-    config = json.loads((copy / "service.json").read_text())
-    config["env"] = {**config.get("env", {}), **env}
-    (copy / "service.json").write_text(json.dumps(config))
+    """The connector's folder with `env` added; its program is the shipped one."""
+    copy = configured(name, env, parent)
     assert (copy / "service.py").read_bytes() == (folder(name) / "service.py").read_bytes()
     return copy
 

@@ -44,7 +44,6 @@ from typing import Any
 import httpx
 import pytest
 
-from servicebay.cli.demo import SLACK_SERVICE, instagram_service
 from servicebay.fakes.instagram import FakeInstagram
 from servicebay.fakes.slack import FakeSlack
 from tests.conftest import Server
@@ -57,6 +56,51 @@ SLACK_TOKEN = "xoxb-1234567890-0987654321-KnicksTestBotToken"
 FOLLOWERS_NOW = 7100
 FOLLOWERS_LAST_WEEK = 6950
 FINAL = {"succeeded", "failed", "timed_out", "cancelled", "skipped"}
+
+
+def instagram_service(user_id: str) -> dict[str, Any]:
+    """The article's `instagram` service: an `http` service in front of the Graph API for
+    the business account `user_id` (here the fake's)."""
+    return {
+        "name": "instagram",
+        "kind": "http",
+        "description": "The team's Instagram business account, through the Graph API "
+        "(here: a local fake of it).",
+        "secret": "INSTAGRAM_TOKEN",
+        "routes": {
+            "get_follower_count": {
+                "path": f"/{user_id}?fields=followers_count",
+                "description": "How many accounts follow the account now: `followers_count`.",
+            },
+            "get_follower_count_by_date": {
+                "path": f"/{user_id}/insights?metric=follower_count&period=day&since={{date}}",
+                "description": "The Graph API's `follower_count` insight for a day: the "
+                "accounts that started following that day, `data[0].values[0].value`.",
+                "params": {"date": {"type": "date", "required": True, "description": "The day."}},
+            },
+        },
+    }
+
+
+SLACK_SERVICE: dict[str, Any] = {
+    "name": "slack",
+    "kind": "http",
+    "description": "The team's Slack workspace, as the analytics bot (here: a local fake "
+    "of Slack's Web API).",
+    "secret": "SLACK_BOT_TOKEN",
+    "routes": {
+        "post_message_to_channel": {
+            "method": "POST",
+            "path": "/api/chat.postMessage",
+            "description": "Post a message to a channel as the bot (Slack's chat.postMessage).",
+            "params": {
+                "message": {"required": True, "description": "The message's text."},
+                "channel_name": {"required": True, "description": "The channel, e.g. marketing."},
+            },
+            "body": {"channel": "{channel_name}", "text": "{message}"},
+        }
+    },
+}
 
 ARTICLE_SCRIPT = """\
 # instagram_followers_to_slack.py

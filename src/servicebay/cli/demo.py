@@ -13,14 +13,15 @@ import shutil
 import signal
 import socket
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from secrets import token_urlsafe
 from types import FrameType
 from typing import Annotated, Any
 
@@ -34,8 +35,12 @@ from servicebay.cli.config import read_private, write_private
 from servicebay.cli.deploy import DeployApi
 from servicebay.cli.instance import create_instance, instance_settings
 from servicebay.cli.output import console, fail
+from servicebay.connectors import CONNECTORS, configured
+from servicebay.fakes.github import FakeGitHub
 from servicebay.fakes.instagram import FakeInstagram
+from servicebay.fakes.salesforce import FakeSalesforce
 from servicebay.fakes.slack import FakeSlack
+from servicebay.fakes.smtp import FakeSMTP
 from servicebay.runtime.bundle import build_bundle
 
 HOME = Path(".bay-demo")
@@ -65,58 +70,25 @@ PEOPLE = (
 GRANTS = (
     ("team:marketing", "service:instagram", ["invoke"]),
     ("team:marketing", "service:slack", ["invoke"]),
+    ("team:marketing", "service:email", ["invoke"]),
+    ("team:marketing", "service:spreadsheets", ["invoke"]),
     ("team:marketing", "service:sales/customer", ["read"]),
     ("team:data_science", "service:sales", ["invoke"]),
+    ("team:data_science", "service:salesforce", ["invoke"]),
+    ("team:data_science", "service:github", ["invoke"]),
+    ("team:data_science", "service:spreadsheets/read_rows", ["read"]),
     ("team:data_science", "app:sales_dashboard", ["invoke"]),
 )
-SECRET = ("INSTAGRAM_TOKEN", ["service:instagram"])
-SLACK_SECRET = ("SLACK_BOT_TOKEN", ["service:slack"])
 IG_USER = "17841400000000000"
+FAKES = "fakes"
+"""The demo's folder for what the connectors read of the fakes (the SMTP certificate)."""
+SPREADSHEETS = "spreadsheets"
+"""The demo's folder of spreadsheets, served by the spreadsheets connector."""
+CONNECTOR_COPIES = "connectors"
+"""The connectors' folders as the demo deploys them: each pointed at its fake."""
+MOUNT_TIMEOUT = 60.0
 
 
-def instagram_service(user_id: str) -> dict[str, Any]:
-    """The article's `instagram` service: an `http` service in front of the Graph API for
-    the business account `user_id` (the demo's fake, or Meta's own)."""
-    return {
-        "name": "instagram",
-        "kind": "http",
-        "description": "The team's Instagram business account, through the Graph API "
-        "(in the demo: a local fake of it).",
-        "secret": SECRET[0],
-        "routes": {
-            "get_follower_count": {
-                "path": f"/{user_id}?fields=followers_count",
-                "description": "How many accounts follow the account now: `followers_count`.",
-            },
-            "get_follower_count_by_date": {
-                "path": f"/{user_id}/insights?metric=follower_count&period=day&since={{date}}",
-                "description": "The Graph API's `follower_count` insight for a day: the "
-                "accounts that started following that day, `data[0].values[0].value`.",
-                "params": {"date": {"type": "date", "required": True, "description": "The day."}},
-            },
-        },
-    }
-
-
-SLACK_SERVICE: dict[str, Any] = {
-    "name": "slack",
-    "kind": "http",
-    "description": "The team's Slack workspace, as the analytics bot (in the demo: a local "
-    "fake of Slack's Web API).",
-    "secret": SLACK_SECRET[0],
-    "routes": {
-        "post_message_to_channel": {
-            "method": "POST",
-            "path": "/api/chat.postMessage",
-            "description": "Post a message to a channel as the bot (Slack's chat.postMessage).",
-            "params": {
-                "message": {"required": True, "description": "The message's text."},
-                "channel_name": {"required": True, "description": "The channel, e.g. marketing."},
-            },
-            "body": {"channel": "{channel_name}", "text": "{message}"},
-        }
-    },
-}
 DEPLOYMENTS = Path(__file__).with_name("demo_deployments")
 """One deployment of each kind that runs code; `bay demo` deploys what is missing."""
 REPORT = "weekly_report"
@@ -184,7 +156,7 @@ def demo(
     It runs until Ctrl-C; running it again reuses the instance and its keys.
     """
     home = home.expanduser().resolve()
-    for taken in (port, port + 1, port + 2):
+    for taken in Fakes.ports(port):
         _ensure_port_free(taken)
     if reset:
         _reset(home)
@@ -197,7 +169,7 @@ def demo(
         _wait_ready(url, process, home / LOG)
         api = Api(url, state["admin"]["key"])
         _seed(api, state, home / STATE, fakes)
-        _deploy_all(api, state, home / STATE)
+        _deploy_all(api, state, home / STATE, fakes)
         console.print(_panel(url, home, state, fakes))
         sys.stdout.flush()
         try:
@@ -298,24 +270,68 @@ def _key_works(url: str, key: str | None) -> bool:
 
 
 class Fakes:
-    """Local stand-ins for Instagram's Graph API and Slack's Web API, on the two ports
-    after the demo's (so the services registered in the instance stay valid), each with a
-    token made afresh for this run and stored as the service's secret."""
+    """Local stand-ins for the vendors the connectors call, on the ports after the demo's
+    (instagram, slack, salesforce, github, then the mail server), so the addresses the
+    deployed connectors keep stay valid. Their credentials are the fakes' own demo values,
+    the same on every start: a code service reads its secrets when its process starts,
+    which on a second `bay demo` is before the demo could store new ones."""
 
     def __init__(self, port: int) -> None:
-        self.instagram = FakeInstagram(token=token_urlsafe(24), user_id=IG_USER, port=port + 1)
-        self.slack = FakeSlack(
-            token=f"xoxb-{token_urlsafe(24)}", channels={"marketing": "C0MARKETING"}, port=port + 2
-        )
+        self.instagram = FakeInstagram(user_id=IG_USER, port=port + 1)
+        self.slack = FakeSlack(channels={"marketing": "C0MARKETING"}, port=port + 2)
+        self.salesforce = FakeSalesforce(port=port + 3)
+        self.github = FakeGitHub(port=port + 4)
+        self.smtp = FakeSMTP(port=port + 5)
+
+    @staticmethod
+    def ports(port: int) -> range:
+        """The demo's port and its fakes'."""
+        return range(port, port + 6)
 
     def __enter__(self) -> Fakes:
-        self.instagram.start()
-        self.slack.start()
+        for fake in (self.instagram, self.slack, self.salesforce, self.github, self.smtp):
+            fake.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.instagram.stop()
-        self.slack.stop()
+        for fake in (self.instagram, self.slack, self.salesforce, self.github, self.smtp):
+            fake.stop()
+
+    def secrets(self) -> dict[str, tuple[str, str]]:
+        """Each connector's secrets: name to (value, the connector allowed to open it)."""
+        assert self.smtp.user is not None
+        return {
+            "INSTAGRAM_ACCESS_TOKEN": (self.instagram.token, "instagram"),
+            "INSTAGRAM_USER_ID": (IG_USER, "instagram"),
+            "SLACK_BOT_TOKEN": (self.slack.token, "slack"),
+            "SALESFORCE_API_KEY": (self.salesforce.token, "salesforce"),
+            "SALESFORCE_INSTANCE_URL": (self.salesforce.base_url, "salesforce"),
+            "GITHUB_TOKEN": (self.github.token, "github"),
+            "SMTP_HOST": (self.smtp.host, "email"),
+            "SMTP_USER": (self.smtp.user, "email"),
+            "SMTP_PASSWORD": (self.smtp.password, "email"),
+            "EMAIL_FROM": (f"ServiceBay demo <{self.smtp.user}>", "email"),
+        }
+
+    def settings(self, home: Path) -> dict[str, dict[str, str]]:
+        """Each connector's `env`: the fake's address, the same on every start. The SMTP
+        fake makes a new certificate each time: it is copied where the connector reads it,
+        for each message."""
+        assert self.smtp.certificate_path is not None
+        shared = home / FAKES
+        shared.mkdir(exist_ok=True)
+        shared.chmod(0o755)
+        certificate = shared / "smtp-certificate.pem"
+        shutil.copyfile(self.smtp.certificate_path, certificate)
+        certificate.chmod(0o644)
+        return {
+            "instagram": {"INSTAGRAM_BASE_URL": self.instagram.base_url},
+            "slack": {"SLACK_BASE_URL": self.slack.base_url},
+            "salesforce": {},
+            "github": {"GITHUB_BASE_URL": self.github.base_url},
+            "email": {"SMTP_PORT": str(self.smtp.port), "SSL_CERT_FILE": str(certificate)},
+            "spreadsheets": {"SPREADSHEETS_DIR": str(_spreadsheets(home))},
+        }
 
 
 def _seed(api: Api, state: dict[str, Any], path: Path, fakes: Fakes) -> None:
@@ -338,16 +354,13 @@ def _seed(api: Api, state: dict[str, Any], path: Path, fakes: Fakes) -> None:
             body = {"principal": principal, "resource": resource, "actions": actions}
             api.request("POST", api_path("grants"), json=body)
     stored = {secret["name"] for secret in api.collect(api_path("secrets"))}
-    for (name, allow), fake in ((SECRET, fakes.instagram), (SLACK_SECRET, fakes.slack)):
-        body = {"value": fake.token, "allow": allow}
+    for name, (value, connector) in fakes.secrets().items():
+        body = {"value": value, "allow": [f"service:{connector}"]}
         api.request("PUT", api_path("secrets", name), json=body)
-    services = {service["name"] for service in api.collect(api_path("services"))}
-    for document, base_url in (
-        (instagram_service(IG_USER), fakes.instagram.base_url),
-        (SLACK_SERVICE, fakes.slack.url),
-    ):
-        if document["name"] not in services:
-            api.request("POST", api_path("services"), json={**document, "base_url": base_url})
+    services = {service["name"]: service for service in api.collect(api_path("services"))}
+    for name in CONNECTORS:
+        if services.get(name, {}).get("kind") == "http":  # an older demo's, now a connector
+            api.request("DELETE", api_path("services", name))
     database = _sales_db(path.parent)
     if SALES_URL_NAME not in stored:
         body = {"value": f"sqlite:///{database}", "allow": [f"service:{SALES}"]}
@@ -356,24 +369,53 @@ def _seed(api: Api, state: dict[str, Any], path: Path, fakes: Fakes) -> None:
         api.request("POST", api_path("services"), json=SALES_SERVICE)
 
 
-def _deploy_all(api: Api, state: dict[str, Any], path: Path) -> None:
-    """Deploy the demo's folders that are not deployed yet, as `bay deploy` would, and run
-    the weekly report once when it is new, so its spreadsheet and Slack post exist."""
+def _deploy_all(api: Api, state: dict[str, Any], path: Path, fakes: Fakes) -> None:
+    """Deploy the connectors and the demo's folders that are not deployed yet, as `bay
+    deploy` would, and run the weekly report once when it is new, so its spreadsheet and
+    Slack post exist (the connectors serve first: the report posts through `slack`)."""
     deployed = {row["name"] for row in api.collect(api_path("deployments"))}
-    for folder in sorted(DEPLOYMENTS.iterdir()):
-        if not folder.is_dir() or folder.name in deployed:
+    settings = fakes.settings(path.parent)
+    copies = path.parent / CONNECTOR_COPIES
+    copies.mkdir(exist_ok=True)
+    for connector in CONNECTORS:
+        if connector not in deployed:
+            _deploy(api, state, configured(connector, settings[connector], copies))
+    for connector in CONNECTORS:
+        _wait_mounted(api.url, state["admin"]["key"], connector)
+    for source in sorted(DEPLOYMENTS.iterdir()):
+        if not source.is_dir() or source.name in deployed:
             continue
-        bundle = build_bundle(folder)
-        uploader = DeployApi(api.url, state["admin"]["key"])
-        name = folder.name if (folder / "cron.json").exists() else None
-        accepted = uploader.upload(bundle.data, f"{folder.name}.tar.gz", name, console)
-        _wait_built(api, str(accepted["name"]), int(accepted["version"]))
-        if folder.name == REPORT:
+        _deploy(api, state, source)
+        if source.name == REPORT:
             run = api.request("POST", api_path("deployments", REPORT, "runs"))
             state["report_run"] = run["id"]
             write_private(path, state)
     if state.get("report_run"):
         _wait_run(api, state["report_run"])
+
+
+def _deploy(api: Api, state: dict[str, Any], source: Path) -> None:
+    bundle = build_bundle(source)
+    uploader = DeployApi(api.url, state["admin"]["key"])
+    name = source.name if (source / "cron.json").exists() else None
+    accepted = uploader.upload(bundle.data, f"{source.name}.tar.gz", name, console)
+    _wait_built(api, str(accepted["name"]), int(accepted["version"]))
+
+
+def _wait_mounted(url: str, key: str, name: str) -> None:
+    """Until the code service `name` serves its document through the gateway (its process
+    started and health-checked), so the panel's curls and the report's post answer."""
+    deadline = time.monotonic() + MOUNT_TIMEOUT
+    headers = {"Authorization": f"Bearer {key}"}
+    with console.status(f"Starting the {name} connector ..."):
+        while time.monotonic() < deadline:
+            if httpx.get(f"{url}/{name}/openapi.json", headers=headers).status_code == 200:
+                return
+            time.sleep(0.3)
+    fail(
+        f"the {name} connector did not serve within {MOUNT_TIMEOUT:.0f} s",
+        f"See why: bay deployments show {name}; bay deployments logs {name}",
+    )
 
 
 def _wait_built(api: Api, name: str, number: int) -> None:
@@ -403,6 +445,73 @@ def _wait_run(api: Api, run_id: str) -> None:
             if api.request("GET", api_path("runs", run_id))["status"] not in ("queued", "running"):
                 return
             time.sleep(0.3)
+
+
+def _spreadsheets(home: Path) -> Path:
+    """The spreadsheets connector's folder, made once with `budget.xlsx` (a sheet `Q1`)
+    and `campaigns.csv`. The connector runs as its deployment's own user when the server
+    runs as root, and appends rows: the folder and files are open to it."""
+    tables = home / SPREADSHEETS
+    if not tables.exists():
+        partial = home / f".{SPREADSHEETS}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
+        _write_xlsx(partial / "budget.xlsx", "Q1", BUDGET)
+        (partial / "campaigns.csv").write_text(CAMPAIGNS, newline="")
+        partial.replace(tables)
+    tables.chmod(0o777)
+    for path in tables.iterdir():
+        if path.is_file() and not path.is_symlink():
+            path.chmod(stat.S_IMODE(path.stat().st_mode) | 0o666)
+    return tables
+
+
+BUDGET = (("team", "amount", "quarter"), ("marketing", 1200.5, "Q1"), ("data_science", 3000, "Q1"))
+CAMPAIGNS = "campaign,channel,clicks\r\nSpring launch,instagram,1840\r\nPlayoffs,email,920\r\n"
+
+
+XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+
+
+def _write_xlsx(path: Path, sheet: str, rows: tuple[tuple[str | float, ...], ...]) -> None:
+    """A one-sheet workbook (Office Open XML, text as inline strings): the demo writes its
+    sample without openpyxl, which only the spreadsheets connector's environment has."""
+    cells = []
+    for number, row in enumerate(rows, start=1):
+        values = "".join(
+            f'<c r="{chr(65 + column)}{number}"><v>{value}</v></c>'
+            if isinstance(value, int | float)
+            else f'<c r="{chr(65 + column)}{number}" t="inlineStr"><is><t>{value}</t></is></c>'
+            for column, value in enumerate(row)
+        )
+        cells.append(f'<row r="{number}">{values}</row>')
+    main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+    relations = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+    package = "http://schemas.openxmlformats.org/package/2006"
+    files = {
+        "[Content_Types].xml": f'<Types xmlns="{package}/content-types">'
+        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.'
+        'relationships+xml"/><Default Extension="xml" ContentType="application/xml"/>'
+        '<Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-'
+        'officedocument.spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/'
+        'sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.'
+        'spreadsheetml.worksheet+xml"/></Types>',
+        "_rels/.rels": f'<Relationships xmlns="{package}/relationships"><Relationship '
+        f'Id="rId1" Type="{relations}/officeDocument" Target="xl/workbook.xml"/>'
+        "</Relationships>",
+        "xl/workbook.xml": f'<workbook xmlns="{main}" xmlns:r="{relations}"><sheets>'
+        f'<sheet name="{sheet}" sheetId="1" r:id="rId1"/></sheets></workbook>',
+        "xl/_rels/workbook.xml.rels": f'<Relationships xmlns="{package}/relationships">'
+        f'<Relationship Id="rId1" Type="{relations}/worksheet" '
+        'Target="worksheets/sheet1.xml"/></Relationships>',
+        "xl/worksheets/sheet1.xml": f'<worksheet xmlns="{main}"><sheetData>'
+        f"{''.join(cells)}</sheetData></worksheet>",
+    }
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as workbook:
+        for name, text in files.items():
+            workbook.writestr(
+                name, '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>' + text
+            )
 
 
 def _sales_db(home: Path) -> Path:
@@ -454,6 +563,30 @@ def _sales_db(home: Path) -> Path:
     return path
 
 
+CONNECTOR_CALLS: tuple[tuple[str, str, str, str | None], ...] = (
+    ("ann", "GET", "/instagram/get_follower_count", None),
+    ("ann", "POST", "/slack/post_message_to_channel?channel_name=marketing&message=hi", None),
+    ("ann", "POST", "/email/send_email", '{"to": "bo@example.com", "subject": "Hi", "text": "Hi"}'),
+    ("ann", "GET", "/spreadsheets/read_rows?table=budget.Q1", None),
+    ("bo", "POST", "/salesforce/create_customer?email=og@nyknicks.com"
+                   "&first_name=OG&last_name=Anunoby", None),
+    ("bo", "GET", "/github/open_pull_requests?owner=servicebay&repo=analytics", None),
+)  # fmt: skip
+"""One call of each connector (who, method, path, JSON body), by a user whose team may
+make it: the panel prints them as curls, and the demo's test makes them."""
+
+
+def _connector_curls(people: dict[str, Person]) -> list[str]:
+    lines = []
+    for who, method, path, body in CONNECTOR_CALLS:
+        post = "-X POST " if method == "POST" and body is None else ""
+        lines.append(f'  curl {post}-H "Authorization: Bearer ${people[who].variable}" \\')
+        if body is not None:
+            lines.append(f"       --json '{body}' \\")
+        lines.append(f'       "$BAY_URL{path}"')
+    return lines
+
+
 def _panel(url: str, home: Path, state: dict[str, Any], fakes: Fakes) -> Panel:
     admin = state["admin"]
     rights: dict[str, list[str]] = {}
@@ -497,11 +630,11 @@ def _panel(url: str, home: Path, state: dict[str, Any], fakes: Fakes) -> Panel:
         f"  ({ann.variable} for orders or the query: 403, marketing may read customer only)",
         f"  {url}/docs in a browser: the API's documentation, {SALES} too",
         "",
-        "Services in front of local fakes of the vendors (the article's names):",
-        f'  curl -H "Authorization: Bearer ${ann.variable}" \\',
-        '       "$BAY_URL/instagram/get_follower_count"',
-        f"  (instagram: a fake Graph API at {fakes.instagram.url}; "
-        f"slack: a fake Web API at {fakes.slack.url})",
+        "The connectors, code services in front of local fakes of the vendors:",
+        *_connector_curls({p.email.split("@")[0]: p for p in PEOPLE}),
+        f"  (fakes: Instagram {fakes.instagram.url}, Slack {fakes.slack.url}, Salesforce "
+        f"{fakes.salesforce.url}, GitHub {fakes.github.url}, SMTP {fakes.smtp.url};",
+        f"   spreadsheets: {home / SPREADSHEETS})",
         "",
         "Deployments, one of each kind that runs code (folders of `bay demo`'s own):",
         f"  {REPORT}: a cron job (Mondays 9 am New York) that wrote a spreadsheet and told Slack:",
@@ -517,7 +650,7 @@ def _panel(url: str, home: Path, state: dict[str, Any], fakes: Fakes) -> Panel:
         "  bay users list",
         f"  bay permissions check {ann.email} service:instagram invoke",
         f"  bay permissions check {bo.email} service:instagram invoke   # denied",
-        f"  bay secrets list         # {SECRET[0]}: its value is never shown",
+        "  bay secrets list         # SLACK_BOT_TOKEN...: their values are never shown",
         "  bay audit --limit 10",
         "  bay audit verify",
         "",

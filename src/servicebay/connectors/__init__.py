@@ -8,9 +8,11 @@ and what their requirements list, never the rest of this package.
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
-__all__ = ["CONNECTORS", "folder"]
+__all__ = ["CONNECTORS", "configured", "folder"]
 
 HERE = Path(__file__).resolve().parent
 CONNECTORS = tuple(sorted(path.parent.name for path in HERE.glob("*/service.json")))
@@ -22,3 +24,16 @@ def folder(name: str) -> Path:
     if name not in CONNECTORS:
         raise KeyError(f"no connector called {name!r}; there are: {', '.join(CONNECTORS)}")
     return HERE / name
+
+
+def configured(name: str, env: dict[str, str], into: Path) -> Path:
+    """A copy of the connector `name`'s folder, at `into/name`, whose `service.json` adds
+    (or replaces) the settings `env`: how an instance points a connector at another address
+    (a fake, a proxy) without editing the shipped folder. An older copy is replaced."""
+    copy = into / name
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(folder(name), copy)
+    config = json.loads((copy / "service.json").read_text())
+    config["env"] = {**config.get("env", {}), **env}
+    (copy / "service.json").write_text(json.dumps(config, indent=2) + "\n")
+    return copy

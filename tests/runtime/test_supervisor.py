@@ -361,3 +361,47 @@ def test_a_new_version_that_cannot_start_leaves_the_old_one_serving(home: Path) 
                 await supervisor.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_static_version_is_routed_to_its_folder_and_replaces_a_process(home: Path) -> None:
+    """Program, then static site, then program again: each switch is one route change,
+    a static version runs nothing, and the process it replaced is stopped."""
+
+    async def scenario() -> None:
+        async with opened(home) as instance:
+            files = {"server.py": SERVER, "built.txt": "by hand\n"}
+            program = {"start_command": "python server.py", "health_path": "/seen.json"}
+            build = "mkdir -p www && echo built > www/index.html"
+            await add_version(instance, "site", 1, files, **program)
+            supervisor = Supervisor(instance, poll_seconds=0.1)
+            await supervisor.start()
+            try:
+                first = await seen_by(await serving(supervisor.routes, "site", 1))
+                deployment_id = await add_version(
+                    instance, "site", 2, {}, static="www", build_command=build
+                )
+                supervisor.wake()
+                await serving(supervisor.routes, "site", 2)
+                static = supervisor.routes.get("site")
+                assert static is not None
+                assert static.folder is not None
+                layout = Layout(instance.settings.home)
+                assert static.folder == (layout.server_dir("site", 2) / "www").resolve()
+                assert (static.folder / "index.html").read_text() == "built\n"
+                await until(lambda: not alive(first["pid"]), "the replaced process to stop")
+                async with instance.sessions() as session:
+                    row = await session.get(Deployment, deployment_id)
+                    assert row is not None
+                    assert (row.server_state, row.server_version) == ("running", 2)
+                    assert (row.server_pid, row.server_address) == (None, None)
+                await add_version(instance, "site", 3, files, **program)
+                supervisor.wake()
+                third = await seen_by(await serving(supervisor.routes, "site", 3))
+                assert alive(third["pid"])
+                back = supervisor.routes.get("site")
+                assert back is not None
+                assert back.folder is None
+            finally:
+                await supervisor.stop()
+
+    asyncio.run(scenario())

@@ -895,7 +895,7 @@ class _Keeper:
             if problem is not None:
                 return problem
         self.supervisor.routes.switch(process.upstream)
-        self.current = process
+        self.current, self.static = process, None
         await self.supervisor.record(
             self.deployment_id,
             server_state=RUNNING,

@@ -27,7 +27,7 @@ from servicebay.runtime.config import ServerConfig
 from servicebay.runtime.layout import Layout
 from servicebay.runtime.supervisor import Routes, ServerLog, Supervisor, build_version, read_log
 from servicebay.runtime.worker import deployment_uid
-from servicebay.sdk.identity import sign_identity, verify_identity
+from servicebay.sdk.identity import IdentityError, sign_identity, verify_identity
 from tests.runtime.runs_support import ENVIRONMENT, ensure_environment, passable_home, until
 
 OWNER = "owner@example.com"
@@ -167,7 +167,7 @@ def test_a_server_runs_as_its_user_with_exactly_the_documented_environment(
             "BAY_URL", "BAY_APP_PREFIX", "BAY_IDENTITY_KEY", "INTERNAL_API_KEY", "REPORT_CHANNEL",
         }  # fmt: skip
         assert env["BAY_APP_PREFIX"] == "/apps/site"
-        assert env["BAY_IDENTITY_KEY"] == instance.master_key.identity_key()
+        assert env["BAY_IDENTITY_KEY"] == instance.master_key.identity_key("site")
         assert instance.master_key.encode().rstrip("=") not in json.dumps(env)
         assert seen["built"] == "built\n"  # the build command ran in the server's folder
         expected_uid = deployment_uid(deployment_id)
@@ -238,16 +238,25 @@ def test_a_server_that_cannot_start_is_a_crash_loop_told_once(home: Path) -> Non
     asyncio.run(scenario())
 
 
-def test_the_identity_key_is_derived_not_the_master_key(home: Path) -> None:
+def test_each_server_gets_an_identity_key_of_its_own_derived_from_the_master_key(
+    home: Path,
+) -> None:
     async def scenario() -> None:
         async with opened(home) as instance:
-            key = instance.master_key.identity_key()
-            assert key == instance.master_key.identity_key()  # stable across nodes
-            assert key.rstrip("=") != instance.master_key.encode().rstrip("=")
-            header = sign_identity(
-                key.encode(), user=OWNER, teams=["ops"], request_id="r1", service="site"
+            key = instance.master_key.identity_key("site").encode()
+            assert key == instance.master_key.identity_key("site").encode()  # every node's
+            assert key.decode() != instance.master_key.encode().rstrip("=")
+            other = instance.master_key.identity_key("other").encode()
+            assert other != key
+            header = sign_identity(key, user=OWNER, teams=["ops"], request_id="r1", service="site")
+            assert verify_identity(header, key, service="site").teams == ("ops",)
+            # A server knows only its own key: what it signs, another server refuses, even
+            # when it names that server (called on its port directly, past the gateway).
+            forged = sign_identity(
+                key, user="boss@corp", teams=[], request_id="r2", service="other"
             )
-            assert verify_identity(header, key.encode(), service="site").teams == ("ops",)
+            with pytest.raises(IdentityError):
+                verify_identity(forged, other, service="other")
 
     asyncio.run(scenario())
 

@@ -69,12 +69,18 @@ class MasterKey:
     def encode(self) -> str:
         return base64.urlsafe_b64encode(self.material).decode()
 
-    def identity_key(self) -> str:
-        """The key that signs `X-Bay-Identity` (HKDF-SHA256 of the master key), as the text
-        servers get in `BAY_IDENTITY_KEY`: a server can verify identities with it but
-        learns nothing of the master key, which opens every secret."""
+    def identity_key(self, name: str) -> str:
+        """The key that signs the `X-Bay-Identity` of calls to the server or code service
+        `name` (HKDF-SHA256 of the master key, for that name), as the text it gets in
+        `BAY_IDENTITY_KEY`: it can verify the identities sent to it, but learns nothing of
+        the master key, which opens every secret, nor of another's key, so it cannot
+        sign an identity that another server or service would take (were it called on its
+        port directly, past the gateway)."""
         derived = HKDF(
-            algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=b"servicebay identity v1"
+            algorithm=hashes.SHA256(),
+            length=KEY_BYTES,
+            salt=None,
+            info=b"servicebay identity v2 " + name.encode(),
         ).derive(self.material)
         return base64.urlsafe_b64encode(derived).decode().rstrip("=")
 

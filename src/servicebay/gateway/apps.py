@@ -133,7 +133,7 @@ class Apps:
         self.instance = instance
         self.routes = routes
         self.ttl = instance.settings.auth_cache_seconds
-        self.identity_key = instance.master_key.identity_key().encode()
+        self._identity_keys: dict[str, bytes] = {}
         self.layout = Layout(instance.settings.home)
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(UPSTREAM_READ_SECONDS, connect=UPSTREAM_CONNECT_SECONDS),
@@ -235,9 +235,16 @@ class Apps:
             f"`bay deployments logs {app.name}` has its output"
         )
 
+    def _identity_key(self, name: str) -> bytes:
+        """The key that `name`, and only it, is given (`MasterKey.identity_key`)."""
+        key = self._identity_keys.get(name)
+        if key is None:
+            key = self._identity_keys[name] = self.instance.master_key.identity_key(name).encode()
+        return key
+
     def sign(self, caller: Principal, name: str, request_id: str) -> str:
         return sign_identity(
-            self.identity_key,
+            self._identity_key(name),
             user=caller.email,
             teams=caller.teams,
             request_id=request_id,

@@ -522,7 +522,6 @@ class Supervisor:
         self.routes = Routes()
         self.on_crash_loop = on_crash_loop
         self.poll_seconds = poll_seconds
-        self.identity_key = instance.master_key.identity_key()
         self._keepers: dict[str, _Keeper] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -998,7 +997,7 @@ class _Keeper:
                 bin_dir=environment / "bin",
                 sdk_dir=layout.sdk,
                 base_url=supervisor.settings.base_url,
-                identity_key=supervisor.identity_key,
+                identity_key=supervisor.instance.master_key.identity_key(self.name),
                 api_key=key,
                 secrets=secrets,
             ),

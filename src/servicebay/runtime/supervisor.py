@@ -1004,7 +1004,7 @@ class _Keeper:
             uid=deployment_uid(self.deployment_id),
             timeout_seconds=None,
             memory_mb=config.memory_mb,
-            log_limit_bytes=supervisor.settings.run_log_max_bytes,
+            log_limit_bytes=None,  # it lives long: its log is pruned where it is stored
             kill_grace_seconds=KILL_GRACE_SECONDS,
         )
         await self.logs.note(

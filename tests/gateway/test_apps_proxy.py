@@ -11,6 +11,7 @@ import asyncio
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
@@ -40,7 +41,7 @@ async def fall_through(scope: object, receive: object, send: object) -> None:
 def call(found: App, *, read_seconds: float = 5.0) -> httpx.Response:
     async def go() -> httpx.Response:
         instance = SimpleNamespace(
-            settings=SimpleNamespace(auth_cache_seconds=1.0),
+            settings=SimpleNamespace(auth_cache_seconds=1.0, home=Path("/nonexistent/bay")),
             master_key=MasterKey(os.urandom(32)),
         )
         apps = Apps(instance, None)  # type: ignore[arg-type]

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import secrets
+import threading
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
+
+if TYPE_CHECKING:
+    from tests.conftest import Server
 
 T = TypeVar("T")
 
@@ -87,3 +93,46 @@ def wait_for(
         if done(result) or elapsed > 2 * within:
             return result, elapsed
         time.sleep(0.05)
+
+
+@dataclass
+class Hammered:
+    """What requests sent one after another answered: every status, and the versions seen."""
+
+    statuses: list[int] = field(default_factory=list)
+    versions: set[str] = field(default_factory=set)
+
+    def wait_for(self, version: str, *, within: float) -> None:
+        deadline = time.monotonic() + within
+        while version not in self.versions:
+            assert time.monotonic() < deadline, f"version {version} never answered"
+            time.sleep(0.1)
+
+    def failures(self) -> list[int]:
+        return [status for status in self.statuses if status != 200]
+
+
+@contextmanager
+def hammering(
+    server: Server, path: str, version_of: Callable[[httpx.Response], str]
+) -> Iterator[Hammered]:
+    """GET `path` as the admin, again and again on a thread, while the block runs (a
+    redeploy, say); `version_of` reads which version answered a 200."""
+    hammered = Hammered()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with server.admin() as client:
+            while not stop.is_set():
+                answer = client.get(path)
+                hammered.statuses.append(answer.status_code)
+                if answer.status_code == 200:
+                    hammered.versions.add(version_of(answer))
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        yield hammered
+    finally:
+        stop.set()
+        thread.join()

@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from websockets.sync.client import connect as websocket_connect
 
 from servicebay.sdk.identity import verify_identity
 from tests.conftest import Server, bay
-from tests.gateway.gateway_support import assert_problem, find_event, wait_for
+from tests.gateway.gateway_support import assert_problem, find_event, hammering, wait_for
 from tests.gateway.test_deployments_api import (
     ALERTS_PATH,
     deploy,
@@ -457,32 +456,13 @@ def test_a_redeploy_under_continuous_requests_loses_none(
 ) -> None:
     name = f"steady_{secrets.token_hex(3)}"
     deploy_server(admin, tmp_path, flask_files(name, "1"))
-    statuses: list[int] = []
-    versions: set[str] = set()
-    stop = threading.Event()
-
-    def hammer() -> None:
-        with apps.admin() as client:
-            while not stop.is_set():
-                answer = client.get(f"/apps/{name}/echo")
-                statuses.append(answer.status_code)
-                if answer.status_code == 200:
-                    versions.add(answer.json()["version"])
-
-    thread = threading.Thread(target=hammer)
-    thread.start()
-    try:
+    with hammering(apps, f"/apps/{name}/echo", lambda answer: answer.json()["version"]) as hit:
         deploy_server(admin, tmp_path, flask_files(name, "2"))
-        deadline = time.monotonic() + WAIT_SECONDS
-        while "2" not in versions and time.monotonic() < deadline:
-            time.sleep(0.1)
+        hit.wait_for("2", within=WAIT_SECONDS)
         time.sleep(2)  # the old process is stopped meanwhile
-    finally:
-        stop.set()
-        thread.join()
-    assert versions == {"1", "2"}
-    assert len(statuses) > 20
-    assert [status for status in statuses if status != 200] == []
+    assert hit.versions == {"1", "2"}
+    assert len(hit.statuses) > 20
+    assert hit.failures() == []
     server = admin.get(f"/api/v1/deployments/{name}").json()["server"]
     assert (server["state"], server["version"]) == ("running", 2)
 

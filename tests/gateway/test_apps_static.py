@@ -10,8 +10,6 @@ from __future__ import annotations
 import http.client
 import json
 import secrets
-import threading
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,7 +19,7 @@ import pytest
 
 from tests.conftest import Server, bay
 from tests.gateway import test_apps as hosted
-from tests.gateway.gateway_support import assert_problem, find_event
+from tests.gateway.gateway_support import assert_problem, find_event, hammering
 from tests.gateway.test_apps import (
     DOMAIN,
     WAIT_SECONDS,
@@ -231,31 +229,12 @@ def test_a_link_inside_the_folder_is_served(admin: httpx.Client, site: str) -> N
 def test_a_redeploy_switches_atomically(apps: Server, admin: httpx.Client, tmp_path: Path) -> None:
     name = f"swap_{secrets.token_hex(3)}"
     deploy_server(admin, tmp_path, site_files(name, "1"))
-    statuses: list[int] = []
-    versions: set[str] = set()
-    stop = threading.Event()
-
-    def hammer() -> None:
-        with apps.admin() as client:
-            while not stop.is_set():
-                answer = client.get(f"/apps/{name}/version.txt")
-                statuses.append(answer.status_code)
-                if answer.status_code == 200:
-                    versions.add(answer.text)
-
-    thread = threading.Thread(target=hammer)
-    thread.start()
-    try:
+    with hammering(apps, f"/apps/{name}/version.txt", lambda answer: answer.text) as hit:
         deploy_server(admin, tmp_path, site_files(name, "2"))
-        deadline = time.monotonic() + WAIT_SECONDS
-        while "2" not in versions and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        stop.set()
-        thread.join()
-    assert versions == {"1", "2"}
-    assert len(statuses) > 10
-    assert [status for status in statuses if status != 200] == []
+        hit.wait_for("2", within=WAIT_SECONDS)
+    assert hit.versions == {"1", "2"}
+    assert len(hit.statuses) > 10
+    assert hit.failures() == []
 
 
 def test_a_static_folder_the_build_did_not_write_fails_the_version(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,7 +32,7 @@ from tests.gateway.code_support import (
     store_secret,
     wait_until_mounted,
 )
-from tests.gateway.gateway_support import assert_problem, find_event
+from tests.gateway.gateway_support import assert_problem, find_event, hammering
 from tests.gateway.test_apps import serving, wait_for_state
 from tests.gateway.test_deployments_api import deploy, folder_of, upload
 
@@ -428,29 +427,9 @@ def test_a_redeploy_under_continuous_calls_loses_none(
 ) -> None:
     name = f"steady_{secrets.token_hex(3)}"
     deploy_service(admin, tmp_path, plain_files(name, "v1", described=True))
-    statuses: list[int] = []
-    greetings: set[str] = set()
-    stop = threading.Event()
-
-    def hammer() -> None:
-        with bay_server.admin() as client:
-            while not stop.is_set():
-                answer = client.get(f"/{name}/hello")
-                statuses.append(answer.status_code)
-                if answer.status_code == 200:
-                    greetings.add(answer.json()["hello"])
-
-    thread = threading.Thread(target=hammer)
-    thread.start()
-    try:
+    with hammering(bay_server, f"/{name}/hello", lambda answer: answer.json()["hello"]) as hit:
         deploy_service(admin, tmp_path, plain_files(name, "v2", described=True))
-        deadline = time.monotonic() + 30
-        while "v2" not in greetings:
-            assert time.monotonic() < deadline, "version 2 never answered"
-            time.sleep(0.1)
-    finally:
-        stop.set()
-        thread.join()
-    assert statuses
-    assert set(statuses) == {200}
-    assert greetings == {"v1", "v2"}
+        hit.wait_for("v2", within=30)
+    assert hit.statuses
+    assert hit.failures() == []
+    assert hit.versions == {"v1", "v2"}

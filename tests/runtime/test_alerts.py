@@ -22,17 +22,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 
@@ -50,6 +45,7 @@ from servicebay.core.models import (
     utcnow,
 )
 from servicebay.core.settings import Settings
+from servicebay.fakes.tls import self_signed
 from servicebay.runtime.alerts import LOG_TAIL_LINES, SLACK_ALLOW_ENTRY, Alerter, settle_streak
 from servicebay.runtime.config import CronConfig
 from tests.conftest import free_port
@@ -126,7 +122,7 @@ def _authenticate(
 def _trusted_server_context(folder: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
     """A certificate for 127.0.0.1 that this process trusts (SSL_CERT_FILE), as a
     company's own CA would be."""
-    certificate, key = _self_signed(folder)
+    certificate, key = self_signed(folder, days=1)
     monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(certificate, key)
@@ -153,36 +149,6 @@ def smtps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Smtp]:
         auth_require_tls=False,
         authenticator=_authenticate,
     )
-
-
-def _self_signed(folder: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))]), critical=False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    certificate_path, key_path = folder / "smtp-cert.pem", folder / "smtp-key.pem"
-    certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return certificate_path, key_path
 
 
 @dataclass(frozen=True)

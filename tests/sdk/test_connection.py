@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
-import ssl
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from servicebay import ApiError, Client, __version__
+from servicebay.fakes.tls import self_signed, server_context
 from servicebay.sdk import ApiUnavailable
 from tests.sdk.sdk_support import FakeServer, Reply, Seen
 
@@ -186,7 +181,8 @@ def test_an_error_without_problem_json_keeps_the_start_of_its_text(fake: Fake) -
 def test_https_with_a_trusted_certificate(
     fake: Fake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    certificate, tls = _self_signed(tmp_path)
+    certificate, key = self_signed(tmp_path)
+    tls = server_context(certificate, key)
     server = fake(echo, tls=tls)
     with Client(url=server.url, api_key=KEY) as client:
         with pytest.raises(ApiUnavailable) as untrusted:
@@ -197,38 +193,3 @@ def test_https_with_a_trusted_certificate(
         assert client.get("secure") == {"target": "/secure"}
         assert client.get("again") == {"target": "/again"}
     assert server.seen[-1].connection == server.seen[-2].connection
-
-
-def _self_signed(directory: Path) -> tuple[Path, ssl.SSLContext]:
-    """A certificate for 127.0.0.1, and a server context presenting it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    certificate_path = directory / "certificate.pem"
-    key_path = directory / "key.pem"
-    certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certificate_path, key_path)
-    return certificate_path, context

@@ -9,7 +9,6 @@ the recipients it is told to refuse. Every message it accepts is kept, parsed, i
 
 from __future__ import annotations
 
-import datetime as dt
 import email
 import email.policy
 import socket
@@ -18,16 +17,13 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from email.message import EmailMessage
-from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any, Self
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from servicebay.fakes.tls import self_signed, server_context
 
 DEMO_USER = "reports@example.com"
 DEMO_PASSWORD = "servicebay-demo-smtp-password"  # noqa: S105 (the fake's own, printed for the demo)
@@ -126,38 +122,9 @@ class FakeSMTP:
 
     def _context(self) -> ssl.SSLContext:
         """A certificate for the host, made now, that clients can be told to trust."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.host)])
-        now = dt.datetime.now(dt.UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(IPv4Address(self.host))]),
-                critical=False,
-            )
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256())
-        )
         folder = Path(tempfile.mkdtemp(prefix="servicebay-smtp-fake-"))
-        self.certificate_path = folder / "certificate.pem"
-        self.certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-        key_path = folder / "key.pem"
-        key_path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.certificate_path, key_path)
-        return context
+        self.certificate_path, key_path = self_signed(folder, self.host)
+        return server_context(self.certificate_path, key_path)
 
 
 class _Handler:

@@ -32,6 +32,20 @@ ADMIN_EMAIL = "admin@example.com"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_MYSQL_URL = "mysql://root@127.0.0.1:3306/test"
 IN_CI = bool(os.environ.get("CI"))
+WHEELS = Path(sys.executable).parent.parent / "wheels"
+"""The wheels `make install` downloads, so that builds in the tests never reach an index."""
+
+
+def offline_wheels(*packages: str) -> Path:
+    """The wheels folder, holding a wheel of each of `packages`. Without them the test is
+    skipped saying how to get them, except in CI, where `make install` must have."""
+    missing = [name for name in packages if not any(WHEELS.glob(f"{name}-*.whl"))]
+    if missing:
+        message = f"no wheel of {', '.join(missing)} in {WHEELS}: run `make install`"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return WHEELS
 
 
 def free_port() -> int:

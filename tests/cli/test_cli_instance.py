@@ -22,7 +22,7 @@ import pytest
 from servicebay.cli.demo import CONNECTOR_CALLS, IG_USER, Fakes
 from servicebay.connectors import CONNECTORS
 from tests.cli.cli_support import BAY, Bay, assert_clean_failure
-from tests.gateway.test_apps import WHEELS
+from tests.conftest import offline_wheels
 
 
 @pytest.fixture
@@ -137,7 +137,8 @@ def demo_home() -> Iterator[Path]:
 @pytest.fixture
 def offline(local: Bay) -> Bay:
     """The demo's builds install from the wheels `make install` downloaded, never an index."""
-    local.env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(WHEELS), PIP_CONFIG_FILE=os.devnull)
+    wheels = offline_wheels("flask", "openpyxl")
+    local.env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels), PIP_CONFIG_FILE=os.devnull)
     return local
 
 

@@ -29,10 +29,9 @@ from servicebay.fakes.instagram import FakeInstagram
 from servicebay.fakes.salesforce import FakeSalesforce
 from servicebay.fakes.slack import FakeSlack
 from servicebay.fakes.smtp import FakeSMTP
-from tests.conftest import Server
+from tests.conftest import Server, offline_wheels
 from tests.gateway.code_support import JULIUS, code_server, grant, serve_folders, store_secret
 from tests.gateway.gateway_support import assert_problem, find_event
-from tests.gateway.test_apps import WHEELS
 
 SLACK_TOKEN = "xoxb-3333333333-4444444444-DeployedConnectorToken"
 SALESFORCE_TOKEN = "00D5e000000TEST!AQ0AQDeployedConnectorSessionToken"
@@ -134,8 +133,7 @@ def spreadsheets_dir(shared: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def bay_server() -> Iterator[Server]:
-    if not any(WHEELS.glob("openpyxl-*.whl")):
-        pytest.skip("no openpyxl wheel in .venv/wheels: run `make install`")
+    offline_wheels("openpyxl")
     with code_server("bay-connectors-", wheels=True) as server:
         yield server
 

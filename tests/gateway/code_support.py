@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 
 from servicebay.runtime.bundle import build_bundle
-from tests.conftest import Server, launch_server
-from tests.gateway.test_apps import WHEELS, serving, wait_for_state
+from tests.conftest import WHEELS, Server, launch_server
+from tests.gateway.test_apps import serving, wait_for_state
 from tests.gateway.test_deployments_api import folder_of, upload, wait_for_build
 
 MOUNT_SECONDS = 30.0

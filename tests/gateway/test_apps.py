@@ -26,7 +26,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as websocket_connect
 
 from servicebay.sdk.identity import verify_identity
-from tests.conftest import Server, bay
+from tests.conftest import Server, bay, offline_wheels
 from tests.gateway.gateway_support import assert_problem, find_event, hammering, wait_for
 from tests.gateway.test_deployments_api import (
     ALERTS_PATH,
@@ -37,7 +37,6 @@ from tests.gateway.test_deployments_api import (
 from tests.runtime.test_alerts import Receiver
 
 DOMAIN = "bay.test"
-WHEELS = Path(__file__).resolve().parents[2] / ".venv" / "wheels"
 WAIT_SECONDS = 90
 
 FLASK_APP = """\
@@ -186,13 +185,12 @@ def alert_receiver() -> Iterator[Receiver]:
 def apps(launch: Callable[..., Server], alert_receiver: Receiver) -> Iterator[Server]:
     """A server of this module's own: its home is passable by the run users (the tests may
     run as root), pip installs from the downloaded wheels, alerts go to the receiver."""
-    if not any(WHEELS.glob("flask-*.whl")):
-        pytest.skip("no wheels in .venv/wheels: run `make install`")
+    wheels = offline_wheels("flask", "fastapi", "uvicorn")
     root = Path(tempfile.mkdtemp(prefix="bay-apps-"))
     root.chmod(0o755)
     settings = {
         "PIP_NO_INDEX": "1",
-        "PIP_FIND_LINKS": str(WHEELS),
+        "PIP_FIND_LINKS": str(wheels),
         "PIP_CONFIG_FILE": os.devnull,
         "BAY_DOMAIN": DOMAIN,
         "BAY_AUTH_CACHE_SECONDS": "1",

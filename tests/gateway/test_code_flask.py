@@ -23,10 +23,10 @@ import httpx
 import pytest
 
 from servicebay.fakes.salesforce import FakeSalesforce
-from tests.conftest import Server
+from tests.conftest import Server, offline_wheels
 from tests.gateway.code_support import JULIUS, code_server, deploy_service, grant, store_secret
 from tests.gateway.gateway_support import assert_problem
-from tests.gateway.test_apps import WHEELS, wait_for_state
+from tests.gateway.test_apps import wait_for_state
 from tests.gateway.test_code_services import deploy_refused
 from tests.gateway.test_deployments_api import folder_of
 
@@ -159,8 +159,7 @@ def fake() -> Iterator[FakeSalesforce]:
 
 @pytest.fixture(scope="module")
 def bay_server() -> Iterator[Server]:
-    if not any(WHEELS.glob("flask-*.whl")):
-        pytest.skip("no wheels in .venv/wheels: run `make install`")
+    offline_wheels("flask")
     with code_server("bay-flask-service-", wheels=True) as server:
         yield server
 

@@ -307,15 +307,15 @@ async def claim(session: AsyncSession, worker: str, limit: int) -> list[Run]:
 
 async def _take(session: AsyncSession, worker: str, run_ids: list[str]) -> list[Run]:
     """Mark the runs `running` for `worker`, those still queued (another worker may have
-    taken some); the runs taken, read back in the same statement."""
-    taken = await session.scalars(
-        update(Run)
-        .where(Run.id.in_(run_ids), Run.status == "queued")
-        .values(status="running", started_at=utcnow(), worker=worker)
-        .returning(Run),
-        execution_options={"populate_existing": True, "synchronize_session": False},
+    taken some); the runs taken."""
+    return await _update_runs(
+        session,
+        Run.id.in_(run_ids),
+        Run.status == "queued",
+        status="running",
+        started_at=utcnow(),
+        worker=worker,
     )
-    return list(taken)
 
 
 @dataclass(frozen=True)
@@ -378,7 +378,7 @@ async def finish_run(session: AsyncSession, run_id: str, ending: Ending) -> Run 
     """Record the end of a running run; None if it was not running (already finished)."""
     if ending.status not in FINISHED:
         raise ValueError(f"{ending.status} is not a final status; use one of {sorted(FINISHED)}")
-    return await _update_run(
+    ended = await _update_runs(
         session,
         Run.id == run_id,
         Run.status == "running",
@@ -389,18 +389,19 @@ async def finish_run(session: AsyncSession, run_id: str, ending: Ending) -> Run 
         log_truncated=ending.log_truncated,
         finished_at=utcnow(),
     )
+    return ended[0] if ended else None
 
 
-async def _update_run(
+async def _update_runs(
     session: AsyncSession, *where: ColumnElement[bool], **values: Any
-) -> Run | None:
-    """Change the run `where` selects, if it still matches, and read it back in the same
-    statement (RETURNING): the run as changed, or None if no run matched."""
+) -> list[Run]:
+    """Change the runs `where` selects and read them back in the same statement
+    (RETURNING), as changed."""
     changed = await session.scalars(
         update(Run).where(*where).values(**values).returning(Run),
         execution_options={"populate_existing": True, "synchronize_session": False},
     )
-    return changed.one_or_none()
+    return list(changed)
 
 
 async def request_cancel(session: AsyncSession, run: Run, actor: str) -> Run:

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from servicebay.core.models import Deployment, DeploymentVersion, Run, User, new_id, utcnow
 from servicebay.runtime.config import CronConfig, WebhookConfig
 from servicebay.runtime.layout import Layout
-from servicebay.runtime.runs import FINISHED, claim
+from servicebay.runtime.runs import FINISHED, Ending, claim, finish_runs
 
 PYTHON = "/usr/bin/python3" if os.geteuid() == 0 else sys.executable
 """An interpreter every run user may execute."""
@@ -118,6 +118,11 @@ async def until(condition: Callable[[], bool], what: str, *, within: float = 60.
     while not condition():
         assert time.monotonic() < deadline, f"still waiting for {what}"
         await asyncio.sleep(0.02)
+
+
+async def end_run(session: AsyncSession, run_id: str, ending: Ending) -> Run | None:
+    """`finish_runs` of one run: the run as ended, None if it was not running."""
+    return (await finish_runs(session, [(run_id, ending)])).get(run_id)
 
 
 async def claim_one(session: AsyncSession, worker: str) -> Run | None:

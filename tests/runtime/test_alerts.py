@@ -46,7 +46,13 @@ from servicebay.core.models import (
 )
 from servicebay.core.settings import Settings
 from servicebay.fakes.tls import self_signed
-from servicebay.runtime.alerts import LOG_TAIL_LINES, SLACK_ALLOW_ENTRY, Alerter, settle_streak
+from servicebay.runtime.alerts import (
+    LOG_TAIL_LINES,
+    SLACK_ALLOW_ENTRY,
+    Alerter,
+    Streak,
+    settle_streaks,
+)
 from servicebay.runtime.config import CronConfig
 from tests.conftest import free_port
 
@@ -377,7 +383,7 @@ async def tell(instance: Instance, alerter: Alerter, deployment: Deployment, run
                 DeploymentVersion.version == run.version,
             )
         )
-        streak = await settle_streak(session, run, config or {})
+        [streak] = await settle_streaks(session, [(run, config or {})])
     if streak is not None:
         alerter.announce(deployment, run, streak)
 
@@ -533,6 +539,52 @@ def test_a_failure_the_worker_will_retry_is_not_alerted_yet(
     assert smtp.mailbox.subjects() == [
         f"[ServiceBay] broken is failing: run {last.id} exited with code 1"
     ]
+
+
+def test_endings_settled_together_flip_the_streak_as_they_would_one_by_one(
+    tmp_path: Path, smtp: Smtp, receiver: Receiver, database_url: str
+) -> None:
+    """The worker settles a batch of endings in one transaction: each deployment's streak
+    changes as if its runs had ended one after the other, in the batch's order."""
+    settings = settings_for(tmp_path, smtp, receiver, database_url=database_url)
+
+    async def scenario() -> tuple[list[Streak | None], list[Streak | None], bool, bool]:
+        async with node(settings) as (instance, _):
+            steady = await deploy(instance, name="steady", retries=1)
+            flaky = await deploy(instance, name="flaky")
+            batch = [
+                (steady, "failed", 1),  # retried: tells nothing
+                (flaky, "failed", 1),
+                (steady, "succeeded", 2),
+                (flaky, "succeeded", 1),
+                (flaky, "timed_out", 1),
+                (flaky, "cancelled", 1),
+            ]
+            ended = [
+                await ended_run(instance, deployment, status, attempt=attempt)
+                for deployment, status, attempt in batch
+            ]
+            configs = {steady.id: {"retries": 1}, flaky.id: {}}
+            async with instance.sessions() as session, session.begin():
+                first = await settle_streaks(
+                    session, [(run, configs[run.deployment_id]) for run in ended]
+                )
+            async with instance.sessions() as session, session.begin():
+                again = await settle_streaks(
+                    session, [(run, configs[run.deployment_id]) for run in ended[1:]]
+                )
+            return (
+                first,
+                again,
+                await is_failing(instance, steady),
+                await is_failing(instance, flaky),
+            )
+
+    first, again, steady_failing, flaky_failing = asyncio.run(scenario())
+
+    assert first == [None, "run.failing", None, "run.recovered", "run.failing", None]
+    assert again == [None, None, "run.recovered", "run.failing", None]  # flaky was failing
+    assert (steady_failing, flaky_failing) == (False, True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -26,7 +26,13 @@ from servicebay.core.models import Deployment, DeploymentVersion, Run, utcnow
 from servicebay.runtime import runs
 from servicebay.runtime.layout import Layout
 from servicebay.runtime.runs import Ending, RunFilter
-from tests.runtime.runs_support import Deployed, claim_one, deploy_script, passable_home
+from tests.runtime.runs_support import (
+    Deployed,
+    claim_one,
+    deploy_script,
+    end_run,
+    passable_home,
+)
 
 OWNER = "owner@example.com"
 
@@ -244,8 +250,48 @@ def test_a_deployment_that_runs_one_at_a_time_waits_while_its_run_runs_and_other
             assert await claim() == unrelated.id  # `second` waits for `first`
             assert await claim() is None
             async with sessions() as session, session.begin():
-                await runs.finish_run(session, first.id, Ending("succeeded", "exit code 0", 0))
+                await end_run(session, first.id, Ending("succeeded", "exit code 0", 0))
             assert await claim() == second.id
+
+    asyncio.run(scenario())
+
+
+def test_endings_recorded_together_keep_each_its_own_and_skip_runs_already_ended(
+    database_url: str, home: Path
+) -> None:
+    async def scenario() -> None:
+        async with database(database_url) as sessions:
+            deployed = await deploy_script(
+                sessions, Layout(home), owner=OWNER, script="", concurrency="allow"
+            )
+            first, second, third = [await queue(sessions, deployed) for _ in range(3)]
+            async with sessions() as session, session.begin():
+                assert len(await runs.claim(session, "w", 3)) == 3
+            async with sessions() as session, session.begin():
+                await end_run(session, third.id, Ending("cancelled", "cancelled by owner"))
+            async with sessions() as session, session.begin():
+                ended = await runs.finish_runs(
+                    session,
+                    [
+                        (first.id, Ending("succeeded", "exited with code 0", 0, 12)),
+                        (second.id, Ending("failed", "x" * 3000, None, 7, log_truncated=True)),
+                        (third.id, Ending("succeeded", "exited with code 0", 0)),
+                    ],
+                )
+            assert set(ended) == {first.id, second.id}
+            got = {
+                run_id: (run.status, run.exit_code, run.log_bytes, run.log_truncated)
+                for run_id, run in ended.items()
+            }
+            assert got == {
+                first.id: ("succeeded", 0, 12, False),
+                second.id: ("failed", None, 7, True),
+            }
+            assert len(ended[second.id].reason or "") == 2000
+            async with sessions() as session:
+                kept = await session.get(Run, third.id)
+                assert kept is not None
+                assert (kept.status, kept.reason) == ("cancelled", "cancelled by owner")
 
     asyncio.run(scenario())
 
@@ -262,18 +308,18 @@ def test_a_run_ends_once_and_a_cancel_is_recorded_as_its_state_allows(home: Path
                 assert (flagged.status, flagged.cancel_requested) == ("running", True)
                 assert await runs.cancels_requested(session, [run.id, "run_other"]) == {run.id}
             async with sessions() as session, session.begin():
-                ended = await runs.finish_run(
+                ended = await end_run(
                     session, run.id, Ending("cancelled", "cancelled (killed by SIGTERM)", None)
                 )
                 assert ended is not None
                 assert ended.finished_at is not None
-                again = await runs.finish_run(session, run.id, Ending("succeeded", "exit 0", 0))
+                again = await end_run(session, run.id, Ending("succeeded", "exit 0", 0))
                 assert again is None
             async with sessions() as session, session.begin():
                 with pytest.raises(Conflict, match="already ended \\(cancelled\\)"):
                     await runs.request_cancel(session, await session.get(Run, run.id), OWNER)
                 with pytest.raises(ValueError, match="not a final status"):
-                    await runs.finish_run(session, run.id, Ending("running", "?"))
+                    await end_run(session, run.id, Ending("running", "?"))
 
     asyncio.run(scenario())
 
@@ -335,7 +381,7 @@ def test_a_log_is_read_after_the_last_chunk_seen_and_done_only_at_its_end(home: 
             assert [c.text for c in tail.chunks] == ["chunk 1\n", "chunk 2\n"]
             assert not whole.done
             async with sessions() as session, session.begin():
-                await runs.finish_run(session, run.id, Ending("succeeded", "exited with code 0", 0))
+                await end_run(session, run.id, Ending("succeeded", "exited with code 0", 0))
             async with sessions() as session:
                 ended = await session.get(Run, run.id)
                 last = await runs.read_log(session, ended, after=whole.chunks[-1].id)
@@ -355,7 +401,7 @@ def test_a_long_log_comes_in_pages_and_is_done_only_on_the_last(home: Path) -> N
                 await claim_one(session, "w")
                 for _ in range(3):
                     await runs.append_log(session, run.id, big)
-                await runs.finish_run(session, run.id, Ending("succeeded", "exited with code 0"))
+                await end_run(session, run.id, Ending("succeeded", "exited with code 0"))
             pages = []
             after = None
             async with sessions() as session:

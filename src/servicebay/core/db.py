@@ -73,8 +73,10 @@ class WriterTurns:
     def attach(self, engine: AsyncEngine) -> None:
         event.listen(engine.sync_engine, "before_cursor_execute", self._before_execute)
         # However a connection leaves its user (closed, invalidated, or dropped and
-        # collected: `detach`), its turn ends with it.
-        for returned in ("checkin", "invalidate", "detach"):
+        # collected: `detach`), its turn ends with it. `reset` comes first on a close:
+        # the transaction has been committed or rolled back by then, and the pool's own
+        # rollback that follows (a round trip to aiosqlite's thread) need not hold the turn.
+        for returned in ("reset", "checkin", "invalidate", "detach"):
             event.listen(engine.sync_engine.pool, returned, self._returned)
 
     def _before_execute(

@@ -5,8 +5,8 @@ A run that failed or timed out starts a failure streak unless the worker will re
 `deployment.failing` is set. Further failures say nothing. The next success ends the
 streak with a "recovered" alert; a plain success, a cancelled run and a skipped run change
 nothing. The worker settles the streak in the transaction that records the run's ending
-(`settle_streak`), so streaks follow the order in which endings commit; the flag flips
-with a conditional UPDATE (`WHERE failing = <old value>`), so when two nodes end runs of
+(`settle_streaks`), so streaks follow the order in which endings commit; the flag flips
+with a conditional UPDATE (`WHERE failing != <new value>`), so when two nodes end runs of
 one deployment at once, exactly one of them wins the flip. The worker then hands the
 change to the `Alerter` (`announce`); the builder tells it about every failed build
 (`build_failed`). A failed build is alerted every time: each
@@ -44,7 +44,7 @@ import logging
 import smtplib
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
@@ -204,7 +204,7 @@ class Alerter:
         config: Mapping[str, Any] | None = None,
     ) -> None:
         """Alert that `run` started or ended `deployment`'s failure streak (`event`, as
-        `settle_streak` answered), in the background; `config` is the run's version's, read
+        `settle_streaks` answered), in the background; `config` is the run's version's, read
         here when not given."""
         deployment.failing = event == "run.failing"
         log.info("%s %s with run %s: alerting", deployment.name, event.split(".")[1], run.id)
@@ -670,27 +670,55 @@ def _notify(config: Mapping[str, Any], name: str) -> Notify:
         return Notify()
 
 
-async def settle_streak(
-    session: AsyncSession, run: Run, config: Mapping[str, Any]
-) -> Streak | None:
-    """Start or end the failure streak of `run`'s deployment with its ending, in the
-    transaction that records that ending: "run.failing" when a failure the worker will not
-    retry starts one, "run.recovered" when a success ends one, None when nothing changed
-    (or another node's ending changed it first). `config` is the run's version's."""
-    failed = run.status in FAILURES
-    if not failed and run.status != "succeeded":
-        return None
-    if failed and run.attempt <= _retries(config):
-        return None
-    flipped = await session.execute(
-        update(Deployment)
-        .where(Deployment.id == run.deployment_id, Deployment.failing == (not failed))
-        .values(failing=failed)
-        .execution_options(synchronize_session=False)
-    )
-    if flipped.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    return "run.failing" if failed else "run.recovered"
+async def settle_streaks(
+    session: AsyncSession, ended: Sequence[tuple[Run, Mapping[str, Any]]]
+) -> list[Streak | None]:
+    """Start or end the failure streaks of the runs' deployments with their endings, in
+    the transaction that records those endings, in their order, (run, its version's
+    config) each: "run.failing" when a failure the worker will not retry starts one,
+    "run.recovered" when a success ends one, None when nothing changed (or another node's
+    ending changed it first).
+
+    Each deployment's flag is set to what its last telling run leaves it at, with one
+    conditional UPDATE per value (`WHERE failing != value`); the rows it changed give the
+    flags as they were, from which the endings are replayed in order.
+    """
+    telling = [(run, _failure_of(run, config)) for run, config in ended]
+    final = {run.deployment_id: failed for run, failed in telling if failed is not None}
+    flipped: set[str] = set()
+    for value in (True, False):
+        ids = [deployment_id for deployment_id, failed in final.items() if failed is value]
+        if ids:
+            changed = await session.scalars(
+                update(Deployment)
+                .where(Deployment.id.in_(ids), Deployment.failing.is_not(value))
+                .values(failing=value)
+                .returning(Deployment.id)
+                .execution_options(synchronize_session=False)
+            )
+            flipped.update(changed)
+    failing = {  # as it was before these endings
+        deployment_id: not failed if deployment_id in flipped else failed
+        for deployment_id, failed in final.items()
+    }
+    streaks: list[Streak | None] = []
+    for run, failed in telling:
+        if failed is None or failing[run.deployment_id] is failed:
+            streaks.append(None)
+            continue
+        failing[run.deployment_id] = failed
+        streaks.append("run.failing" if failed else "run.recovered")
+    return streaks
+
+
+def _failure_of(run: Run, config: Mapping[str, Any]) -> bool | None:
+    """Whether the ending tells of a failure (True) or a success (False) for the streak;
+    None if it tells nothing: cancelled, skipped, or a failure the worker retries."""
+    if run.status == "succeeded":
+        return False
+    if run.status in FAILURES and run.attempt > _retries(config):
+        return True
+    return None
 
 
 def _retries(config: Mapping[str, Any]) -> int:

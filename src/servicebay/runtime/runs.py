@@ -29,7 +29,23 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Literal, get_args
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    cast,
+    column,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+    values,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from servicebay.core.batching import Batcher
@@ -85,64 +101,122 @@ async def create_run(
 ) -> Run:
     """A queued run of `version` (default: the active one), which must be built and ready;
     no worker claims it before `not_before`."""
+    wanted = NewRun(
+        deployment,
+        trigger=trigger,
+        actor=actor,
+        input=input,
+        due_at=due_at,
+        version=version,
+        attempt=attempt,
+        not_before=not_before,
+    )
+    [created] = await create_runs(session, [wanted])
+    if isinstance(created, ServiceBayError):
+        raise created
+    return created
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A run to create (`create_runs`)."""
+
+    deployment: Deployment
+    trigger: Trigger
+    actor: str | None
+    input: dict[str, Any] | None = None
+    due_at: datetime | None = None
+    version: int | None = None
+    """Default: the deployment's active version."""
+    attempt: int = 1
+    not_before: datetime | None = None
+
+
+async def create_runs(
+    session: AsyncSession, wanted: Sequence[NewRun]
+) -> list[Run | ServiceBayError]:
+    """Queued runs, one for each of `wanted` (as `create_run` makes it), with the states
+    of their versions read in one statement and the runs inserted in one: a run that
+    cannot be created is the error that says why, in its place, and is not written."""
+    numbers = [
+        one.deployment.active_version if one.version is None else one.version for one in wanted
+    ]
+    keys = {
+        (one.deployment.id, number)
+        for one, number in zip(wanted, numbers, strict=True)
+        if number is not None and one.deployment.kind in RUNNABLE_KINDS
+    }
+    states: dict[tuple[str, int], str] = {}
+    if keys:
+        rows = await session.execute(  # the status alone: not the build log nor the config
+            select(
+                DeploymentVersion.deployment_id, DeploymentVersion.version, DeploymentVersion.status
+            ).where(tuple_(DeploymentVersion.deployment_id, DeploymentVersion.version).in_(keys))
+        )
+        states = {(deployment_id, number): status for deployment_id, number, status in rows}
+    created: list[Run | ServiceBayError] = []
+    for one, number in zip(wanted, numbers, strict=True):
+        refusal = _refusal(one.deployment, number, states)
+        if refusal is not None:
+            created.append(refusal)
+        else:
+            assert number is not None  # refused otherwise
+            created.append(_queued_run(one, number))
+    session.add_all([run for run in created if isinstance(run, Run)])
+    await session.flush()
+    return created
+
+
+def _refusal(
+    deployment: Deployment, number: int | None, states: dict[tuple[str, int], str]
+) -> Conflict | None:
+    """Why a run of `number` of `deployment` cannot be created, if it cannot."""
     if deployment.kind not in RUNNABLE_KINDS:
-        raise Conflict(
+        return Conflict(
             f"{deployment.name} is a {deployment.kind} deployment, which runs continuously "
             "and has no runs: only cron and webhook deployments are run"
         )
-    number = deployment.active_version if version is None else version
     if number is None:
-        raise Conflict(
+        return Conflict(
             f"{deployment.name} has no active version: deploy it (`bay deploy`) or roll it "
             "back to a version that built (`bay deployments rollback`)"
         )
-    built = await session.scalar(  # the status alone: not the build log nor the config
-        select(DeploymentVersion.status).where(
-            DeploymentVersion.deployment_id == deployment.id, DeploymentVersion.version == number
-        )
-    )
+    built = states.get((deployment.id, number))
     if built != "ready":
         state = "does not exist" if built is None else f"is {built}"
-        raise Conflict(
+        return Conflict(
             f"version {number} of {deployment.name} {state}: only a version that built can "
             "run; `bay deployments show` has its build log"
         )
-    run = Run(
+    return None
+
+
+def _queued_run(wanted: NewRun, number: int) -> Run:
+    return Run(
         id=new_id("run"),
-        deployment_id=deployment.id,
+        deployment_id=wanted.deployment.id,
         version=number,
-        trigger=trigger,
-        due_at=due_at,
-        not_before=not_before,
-        attempt=attempt,
+        trigger=wanted.trigger,
+        due_at=wanted.due_at,
+        not_before=wanted.not_before,
+        attempt=wanted.attempt,
         status="queued",
-        actor=actor,
-        input=input,
+        actor=wanted.actor,
+        input=wanted.input,
         created_at=utcnow(),
         cancel_requested=False,
         log_bytes=0,
         log_truncated=False,
     )
-    session.add(run)
-    await session.flush()
-    return run
-
-
-@dataclass(frozen=True)
-class _Wanted:
-    deployment: Deployment
-    trigger: Trigger
-    actor: str | None
-    input: dict[str, Any] | None
 
 
 class Intake:
     """Queues runs for callers that each wait for their run (the API's manual triggers).
 
     Runs asked for while a batch is being written share the next transaction (group
-    commit, `core.batching`): under load, one commit and one turn at SQLite's writer for
-    many runs instead of one each. Each is checked as `create_run` checks it; one that
-    cannot run fails its own caller only.
+    commit, `core.batching`), created together (`create_runs`): under load, one commit
+    and one turn at SQLite's writer for many runs instead of one each. One that cannot
+    run fails its own caller only.
     """
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -158,28 +232,14 @@ class Intake:
         input: dict[str, Any] | None = None,
     ) -> Run:
         """A queued run of the deployment's active version (`create_run`)."""
-        created = await self._batcher.submit(_Wanted(deployment, trigger, actor, input))
+        created = await self._batcher.submit(NewRun(deployment, trigger, actor, input))
         if isinstance(created, ServiceBayError):
             raise created
         return created
 
-    async def _write(self, batch: Sequence[_Wanted]) -> list[Run | ServiceBayError]:
-        created: list[Run | ServiceBayError] = []
+    async def _write(self, batch: Sequence[NewRun]) -> list[Run | ServiceBayError]:
         async with self._sessions() as session, session.begin():
-            for wanted in batch:
-                try:
-                    run = await create_run(
-                        session,
-                        wanted.deployment,
-                        trigger=wanted.trigger,
-                        actor=wanted.actor,
-                        input=wanted.input,
-                    )
-                except ServiceBayError as refused:  # raised before anything is written
-                    created.append(refused)
-                else:
-                    created.append(run)
-        return created
+            return await create_runs(session, batch)
 
 
 async def get_run(session: AsyncSession, run_id: str) -> tuple[Run, Deployment]:
@@ -374,22 +434,50 @@ class Ending:
     log_truncated: bool = False
 
 
-async def finish_run(session: AsyncSession, run_id: str, ending: Ending) -> Run | None:
-    """Record the end of a running run; None if it was not running (already finished)."""
-    if ending.status not in FINISHED:
-        raise ValueError(f"{ending.status} is not a final status; use one of {sorted(FINISHED)}")
+async def finish_runs(
+    session: AsyncSession, endings: Sequence[tuple[str, Ending]]
+) -> dict[str, Run]:
+    """Record the ends of running runs, (run id, ending) each, in one statement (an UPDATE
+    from a VALUES list, RETURNING the rows: under load, many endings take one turn at the
+    database's writer): the runs ended, by id. A run that was not
+    running any more (already finished) is left as it was, and out of the answer."""
+    for _, ending in endings:
+        if ending.status not in FINISHED:
+            raise ValueError(
+                f"{ending.status} is not a final status; use one of {sorted(FINISHED)}"
+            )
+    if not endings:
+        return {}
+    given = (
+        values(
+            column("id", String),
+            column("status", String),
+            column("reason", String),
+            column("exit_code", Integer),
+            column("log_bytes", Integer),
+            column("log_truncated", Boolean),
+            name="ending",
+        )
+        .data(
+            [
+                (run_id, e.status, e.reason[:2000], e.exit_code, e.log_bytes, e.log_truncated)
+                for run_id, e in endings
+            ]
+        )
+        .cte("ending")
+    )  # SQLite names a VALUES list's columns in a WITH clause only
     ended = await _update_runs(
         session,
-        Run.id == run_id,
+        Run.id == given.c.id,
         Run.status == "running",
-        status=ending.status,
-        reason=ending.reason[:2000],
-        exit_code=ending.exit_code,
-        log_bytes=ending.log_bytes,
-        log_truncated=ending.log_truncated,
+        status=given.c.status,
+        reason=given.c.reason,
+        exit_code=cast(given.c.exit_code, Integer),  # a list of NULLs is text to PostgreSQL
+        log_bytes=given.c.log_bytes,
+        log_truncated=given.c.log_truncated,
         finished_at=utcnow(),
     )
-    return ended[0] if ended else None
+    return {run.id: run for run in ended}
 
 
 async def _update_runs(

@@ -54,7 +54,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -64,7 +64,7 @@ from servicebay.core.identity import DISABLED_OWNER, create_keys
 from servicebay.core.instance import Instance
 from servicebay.core.models import ApiKey, Deployment, DeploymentVersion, Run, User, utcnow
 from servicebay.runtime import runs
-from servicebay.runtime.alerts import Streak, settle_streak
+from servicebay.runtime.alerts import Streak, settle_streaks
 from servicebay.runtime.config import CronConfig, WebhookConfig
 from servicebay.runtime.layout import Layout
 from servicebay.runtime.process import (
@@ -86,7 +86,7 @@ log = logging.getLogger(__name__)
 
 OnFinished = Callable[[Deployment, Run, Streak | None], Awaitable[None]]
 """Told about every run that ended (metrics, alerts), with its deployment and the change
-of its failure streak that its ending made, if any (`alerts.settle_streak`)."""
+of its failure streak that its ending made, if any (`alerts.settle_streaks`)."""
 
 RunConfig = CronConfig | WebhookConfig
 
@@ -396,14 +396,7 @@ class Worker:
             select(Deployment, DeploymentVersion, User)
             .join(DeploymentVersion, DeploymentVersion.deployment_id == Deployment.id)
             .join(User, User.id == Deployment.owner_id)
-            .where(
-                or_(
-                    *(
-                        and_(Deployment.id == deployment_id, DeploymentVersion.version == number)
-                        for deployment_id, number in wanted
-                    )
-                )
-            )
+            .where(tuple_(Deployment.id, DeploymentVersion.version).in_(wanted))
         )
         found = {
             (deployment.id, version.version): (deployment, version, owner)
@@ -678,14 +671,20 @@ class Worker:
     async def _record_endings(self, endings: Sequence[_Ending]) -> list[Ended | None]:
         """One transaction for a batch of endings. A run another node ended meanwhile (an
         orphan sweep) keeps the ending and the log that node recorded."""
-        finished: list[Ended | None] = []
         async with self.instance.sessions() as session, session.begin():
-            for one in endings:
-                run = await runs.finish_run(session, one.run_id, one.ending)
-                config = one.prepared.version.config if one.prepared else {}
-                streak = None if run is None else await settle_streak(session, run, config)
-                finished.append(None if run is None else Ended(run, streak))
-            ours = [one for one, ended in zip(endings, finished, strict=True) if ended]
+            ended = await runs.finish_runs(session, [(one.run_id, one.ending) for one in endings])
+            ours = [one for one in endings if one.run_id in ended]
+            streaks = await settle_streaks(
+                session,
+                [
+                    (ended[one.run_id], one.prepared.version.config if one.prepared else {})
+                    for one in ours
+                ],
+            )
+            recorded = {
+                one.run_id: Ended(ended[one.run_id], streak)
+                for one, streak in zip(ours, streaks, strict=True)
+            }
             await runs.append_logs(session, [(one.run_id, one.rest) for one in ours if one.rest])
             keys = [one.prepared.key_id for one in endings if one.prepared and one.prepared.key_id]
             if keys:
@@ -694,7 +693,7 @@ class Worker:
                     .where(ApiKey.id.in_(keys), ApiKey.revoked_at.is_(None))
                     .values(revoked_at=utcnow())
                 )
-        return finished
+        return [recorded.get(one.run_id) for one in endings]
 
     async def _tell(self, deployment: Deployment, ended: Ended) -> None:
         if self.on_finished is None:

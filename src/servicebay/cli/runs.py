@@ -238,8 +238,9 @@ def _run_locally(
     from servicebay.core.settings import Settings
     from servicebay.runtime.config import CronConfig, check_folder
     from servicebay.runtime.process import ProcessError, ProcessSpec, run_process
+    from servicebay.runtime.run_folders import INPUT
     from servicebay.runtime.sdk_stage import stage_sdk
-    from servicebay.runtime.worker import INPUT, INPUT_ENV, script_environment
+    from servicebay.runtime.worker import INPUT_ENV, script_environment
 
     if not folder.is_dir():
         fail(f"{folder} is not a folder", "Give the deployment's folder: bay run DIR --local.")

@@ -10,7 +10,7 @@ For each run (DESIGN.md, "What a script sees"):
   the platform's; the worker copies it into the run's own folder (`Layout.run_dir`:
   `work/` is the copy and the script's working directory, `output/` is `BAY_OUTPUT_DIR`),
   made private to the deployment's user. A script can change its copy as it likes; the
-  next run starts from the deployed files again.
+  next run starts from the deployed files again (`runtime/run_folders.py`).
 - **The deployment's environment** (`Layout.environment`, built by the builder): the
   script runs with `<env>/bin/python`, whose `bin` leads `PATH`.
 - **Exactly this environment:** `INTERNAL_API_KEY`, `BAY_URL`, `BAY_RUN_ID`,
@@ -44,7 +44,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import socket
 import stat
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -75,8 +74,15 @@ from servicebay.runtime.process import (
     ProcessError,
     ProcessResult,
     ProcessSpec,
-    prepare_private_dir,
     run_uid,
+)
+from servicebay.runtime.run_folders import (
+    INPUT,
+    REQUEST,
+    RESPONSE,
+    RunFolderError,
+    RunFolders,
+    blocked_on_the_way,
 )
 from servicebay.runtime.runs import Ending
 from servicebay.runtime.sdk_stage import stage_sdk
@@ -104,10 +110,6 @@ not expire before the script's time is up should revoking fail."""
 ORPHAN_MARGIN = timedelta(minutes=5)
 """A run still `running` this long past its timeout has lost its worker, wherever it was."""
 SWEEP_SECONDS = 60.0
-WORK = "work"
-INPUT = "input.json"
-REQUEST = "request.json"
-RESPONSE = "response.json"
 OUTPUT_ENV = "BAY_OUTPUT_DIR"
 INPUT_ENV = "BAY_RUN_INPUT"
 REQUEST_ENV = "BAY_WEBHOOK_REQUEST"
@@ -180,22 +182,6 @@ def script_environment(
         OUTPUT_ENV: str(output_dir),
     }
     return {**env, **{name: str(path) for name, path in files.items()}}
-
-
-def blocked_on_the_way(path: Path, uid: int | None) -> Path | None:
-    """The first folder on the way to `path` that user `uid` may not pass, if any."""
-    if uid is None:
-        return None
-    for folder in reversed(path.parents):
-        try:
-            info = folder.stat()
-        except FileNotFoundError:
-            return None
-        if not (
-            info.st_mode & stat.S_IXOTH or (info.st_uid == uid and info.st_mode & stat.S_IXUSR)
-        ):
-            return folder
-    return None
 
 
 @dataclass
@@ -283,6 +269,7 @@ class Worker:
         self.instance = instance
         self.settings = instance.settings
         self.layout = Layout(instance.settings.home)
+        self.folders = RunFolders(self.layout)
         self.on_finished = on_finished
         self.poll_seconds = poll_seconds
         self.id = worker_identity()
@@ -359,7 +346,8 @@ class Worker:
             return await self.prepare_all(session, claimed)
 
     async def _watch_loop(self) -> None:
-        """Notice cancels asked for on any node; now and then, fail orphaned runs."""
+        """Notice cancels asked for on any node; empty the trash of ended runs' folders;
+        now and then, fail orphaned runs."""
         loop = asyncio.get_running_loop()
         next_sweep = loop.time() + SWEEP_SECONDS
         while True:
@@ -371,6 +359,8 @@ class Worker:
                     for run_id in wanted:
                         if run_id in self._active:
                             self._active[run_id].cancel.set()
+                if self.folders.has_trash:
+                    await asyncio.to_thread(self.folders.empty_trash)
                 if loop.time() >= next_sweep:
                     next_sweep = loop.time() + SWEEP_SECONDS
                     await self._recover(at_start=False)
@@ -481,7 +471,14 @@ class Worker:
                 raise _CannotRun(prepared.refusal or "no key could be issued for the run")
             config = prepared.config
             uid = deployment_uid(deployment.id)
-            work = await asyncio.to_thread(self._stage, run, deployment, version, uid, active.call)
+            work = await self.folders.stage(
+                run.id,
+                (deployment.id, version.version),
+                self.layout.source(deployment.name, version.version),
+                self._python(version),
+                uid,
+                self._given(run, active.call),
+            )
             spec = ProcessSpec(
                 [str(self._python(version)), config.script_to_run],
                 work,
@@ -509,23 +506,24 @@ class Worker:
             result = await runner(spec, logs.add, cancel=active.cancel)
             if active.answer_limit:
                 try:
-                    active.answer = await asyncio.to_thread(
-                        self._answer, run, uid, active.answer_limit
+                    active.answer = self.folders.read_answer(
+                        self._files(run)[RESPONSE_ENV], uid, active.answer_limit
                     )
-                except _CannotRun as refused:
+                except RunFolderError as refused:
                     await logs.note(f"the answer was not sent: {refused}")
-            dropped = await asyncio.to_thread(self._collect, run.id, uid)
+            self.folders.discard_work(run.id)
+            dropped = await self.folders.collect(run.id, uid)
             if dropped:
                 await logs.note(f"not kept as artifacts (not regular files): {', '.join(dropped)}")
             ending = self._ending(result, active)
             await logs.note(f"run ended: {ending.reason}")
             return ending
-        except (ProcessError, _CannotRun, ServiceBayError, ValueError, OSError) as error:
+        except _CANNOT_START as error:
             message = getattr(error, "message", None) or str(error)
             await logs.note(f"the run could not start: {message}")
             return Ending("failed", f"could not start: {message}")
         finally:
-            await asyncio.to_thread(self._clean, run.id)
+            self.folders.discard_work(run.id)
 
     def _ending(self, result: ProcessResult, active: _Active) -> Ending:
         common: dict[str, Any] = {
@@ -555,98 +553,14 @@ class Worker:
             return {REQUEST_ENV: run_dir / REQUEST, RESPONSE_ENV: run_dir / RESPONSE}
         return {} if run.input is None else {INPUT_ENV: run_dir / INPUT}
 
-    def _stage(
-        self,
-        run: Run,
-        deployment: Deployment,
-        version: DeploymentVersion,
-        uid: int | None,
-        call: Mapping[str, Any] | None = None,
-    ) -> Path:
-        """The run's private folder: a copy of the source, the output folder, the input
-        (`call`, when given, instead of the run's own)."""
-        source = self.layout.source(deployment.name, version.version)
-        python = self._python(version)
-        if not source.is_dir():
-            raise _CannotRun(
-                f"the source of version {version.version} is missing from {source}; "
-                "deploy again to restore it"
-            )
-        if not python.exists():
-            raise _CannotRun(
-                f"the environment of version {version.version} is missing ({python}); "
-                "deploy again to rebuild it"
-            )
-        for needed in (python, self.layout.sdk, self.layout.run_dir(run.id)):
-            blocked = blocked_on_the_way(needed, uid)
-            if blocked is not None:
-                raise _CannotRun(
-                    f"scripts run as uid {uid}, which cannot pass {blocked} (mode "
-                    f"{stat.filemode(blocked.stat().st_mode)}) on the way to {needed}; "
-                    "put BAY_HOME under folders others may pass (chmod o+x), e.g. "
-                    "/srv/servicebay"
-                )
-        run_dir = self.layout.run_dir(run.id)
-        if run_dir.exists():
-            _remove_tree(run_dir)
-        run_dir.mkdir(mode=0o700)
-        shutil.copytree(source, run_dir / WORK, symlinks=True)
-        self.layout.artifacts(run.id).mkdir(mode=0o700)
-        given = self._files(run).get(REQUEST_ENV) or self._files(run).get(INPUT_ENV)
-        if given is not None:
-            given.write_text(
-                json.dumps(run.input or {} if call is None else call), encoding="utf-8"
-            )
-        prepare_private_dir(run_dir, uid)
-        return run_dir / WORK
-
-    def _answer(self, run: Run, uid: int | None, limit: int) -> bytes | None:
-        """The webhook answer file, if the script wrote one: a regular file of its own,
-        opened without following links (the folder is the script's to change), and read up
-        to `limit` + 1 bytes."""
-        answer = self._files(run).get(RESPONSE_ENV)
-        if answer is None:
+    def _given(self, run: Run, call: Mapping[str, Any] | None) -> tuple[Path, str] | None:
+        """The file the run is given, with its text: the webhook call (`call`, when given,
+        instead of the run's own) or the run's input."""
+        files = self._files(run)
+        given = files.get(REQUEST_ENV) or files.get(INPUT_ENV)
+        if given is None:
             return None
-        try:
-            fd = os.open(answer, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as error:
-            raise _CannotRun(f"the answer file cannot be opened: {error.strerror}") from None
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or (uid is not None and info.st_uid != uid):
-                raise _CannotRun("the answer file is not a regular file of the script's own")
-            return handle.read(limit + 1)
-
-    def _collect(self, run_id: str, uid: int | None) -> list[str]:
-        """Keep the output's regular files (the script's own) as artifacts, owned by the
-        platform again; remove everything else. Returns what was removed."""
-        output = self.layout.artifacts(run_id)
-        dropped = []
-        for top, dirs, files, top_fd in os.fwalk(output, follow_symlinks=False):
-            for name in [*files, *dirs]:
-                info = os.stat(name, dir_fd=top_fd, follow_symlinks=False)
-                regular = stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)
-                own = uid is None or info.st_uid == uid
-                if not (regular and own):
-                    if stat.S_ISDIR(info.st_mode):
-                        _remove_tree(Path(top, name))
-                        dirs.remove(name)
-                    else:
-                        os.unlink(name, dir_fd=top_fd)
-                    dropped.append(str(Path(top, name).relative_to(output)))
-        if uid is not None:
-            prepare_private_dir(self.layout.run_dir(run_id), os.geteuid())
-        return dropped
-
-    def _clean(self, run_id: str) -> None:
-        """Remove the run's copy of the source and the files it exchanged; the output stays."""
-        run_dir = self.layout.run_dir(run_id)
-        if (run_dir / WORK).exists():
-            _remove_tree(run_dir / WORK)
-        for name in (INPUT, REQUEST, RESPONSE):
-            (run_dir / name).unlink(missing_ok=True)
+        return given, json.dumps(run.input or {} if call is None else call)
 
     async def _finish(
         self,
@@ -744,8 +658,8 @@ class Worker:
     def _prepare_layout(self) -> None:
         """Stage the SDK; as root, let run users pass (not list) the folders to their own."""
         stage_sdk(self.layout.sdk).chmod(0o755)
-        runs_root = self.layout.run_dir("x").parent
-        runs_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.folders.prepare()
+        runs_root = self.folders.runs_root
         if os.geteuid() == 0:
             for folder in (self.layout.home, self.layout.root, runs_root):
                 folder.chmod(stat.S_IMODE(folder.stat().st_mode) | 0o011)
@@ -805,7 +719,11 @@ class Worker:
 
 
 class _CannotRun(Exception):
-    """Something the run needs is missing; the message says what and what to do."""
+    pass
+
+
+_CANNOT_START = (ProcessError, _CannotRun, RunFolderError, ServiceBayError, ValueError, OSError)
+"""What ends a run as failed to start, with the error's message as the reason."""
 
 
 class RunLog:
@@ -863,17 +781,3 @@ class RunLog:
         while True:
             await asyncio.sleep(LOG_FLUSH_SECONDS)
             await self.flush()
-
-
-def _remove_tree(path: Path) -> None:
-    """Remove a folder a script had the run of (it may have made parts of it read-only)."""
-
-    def unlock(function: Any, failed: str, _: Any) -> None:
-        parent = os.path.dirname(failed)
-        os.chmod(parent, 0o700)
-        with contextlib.suppress(FileNotFoundError):
-            if os.path.isdir(failed) and not os.path.islink(failed):
-                os.chmod(failed, 0o700)
-        function(failed)
-
-    shutil.rmtree(path, onerror=unlock)

@@ -40,7 +40,13 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.support import deploy_folder, start_servicebay  # noqa: E402
+from bench.support import (  # noqa: E402
+    POSTGRES_URL_HELP,
+    create_database,
+    deploy_folder,
+    drop_database,
+    start_servicebay,
+)
 
 TARGET_RUNS_PER_SECOND = 100.0
 NAME = "trivial"
@@ -118,7 +124,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=500, help="runs triggered")
     parser.add_argument("--workers", type=int, default=4, help="runs at once (BAY_WORKERS)")
     parser.add_argument("--in-flight", type=int, default=8, help="trigger requests at once")
-    parser.add_argument("--database-url", help="ServiceBay's metadata database (SQLite if unset)")
+    parser.add_argument("--postgres-url", help=POSTGRES_URL_HELP)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     # A terminated benchmark still stops its server and removes its folder.
@@ -127,9 +133,10 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bay-bench-runs-"))
     root.chmod(0o755)  # the run users must pass on their way to their environments
     server: subprocess.Popen[bytes] | None = None
+    database_url = asyncio.run(create_database(args.postgres_url)) if args.postgres_url else None
     try:
         server, base_url, admin_key = start_servicebay(
-            root / "home", root / "servicebay.log", database_url=args.database_url,
+            root / "home", root / "servicebay.log", database_url=database_url,
             workers=str(args.workers),
         )  # fmt: skip
 
@@ -156,6 +163,8 @@ def main() -> None:
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
+        if database_url:
+            asyncio.run(drop_database(database_url))
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -34,7 +34,7 @@ import bisect
 import heapq
 import json
 import os
-import secrets
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -45,9 +45,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from sqlalchemy import insert, select, update
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from servicebay.core.db import create_engine
@@ -56,6 +54,11 @@ from servicebay.core.models import Deployment, DeploymentVersion, Run, User, new
 from servicebay.runtime.config import CronConfig
 from servicebay.runtime.schedule import parse_cron
 from servicebay.runtime.scheduler import Scheduler
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.support import throwaway_postgres  # noqa: E402
 
 TARGET_P99_MS = 250.0
 ZONES = (
@@ -160,22 +163,13 @@ async def fresh_database(kind: str, postgres_url: str) -> AsyncIterator[AsyncEng
             finally:
                 await engine.dispose()
         return
-    name = f"bay_bench_{secrets.token_hex(6)}"
-    admin = make_url(postgres_url)
-    connect = {
-        "host": admin.host, "port": admin.port or 5432, "user": admin.username,
-        "password": admin.password, "database": admin.database or "postgres",
-    }  # fmt: skip
-    server = await asyncpg.connect(**connect)
-    await server.execute(f'CREATE DATABASE "{name}"')
-    engine = create_engine(admin.set(database=name).render_as_string(hide_password=False))
-    try:
-        await upgrade(engine)
-        yield engine
-    finally:
-        await engine.dispose()
-        await server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await server.close()
+    async with throwaway_postgres(postgres_url) as url:
+        engine = create_engine(url)
+        try:
+            await upgrade(engine)
+            yield engine
+        finally:
+            await engine.dispose()
 
 
 async def deploy(engine: AsyncEngine, scenario: str, count: int) -> None:

@@ -1,17 +1,23 @@
-"""What the gateway benchmarks share: a free port, a server started and waited for, an
-instance of ServiceBay (`bay init`, `bay serve`), a deployment built, and `wrk`."""
+"""What the benchmarks share: a free port, a server started and waited for, an instance of
+ServiceBay (`bay init`, `bay serve`), a deployment built, a throwaway PostgreSQL database,
+and `wrk`."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import asyncpg
 import httpx
+from sqlalchemy.engine import make_url
 
 from servicebay.runtime.bundle import build_bundle
 
@@ -91,3 +97,46 @@ def wrk(url: str, *, duration: int, connections: int, headers: dict[str, str]) -
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+POSTGRES_URL_HELP = (
+    "a PostgreSQL server (its user may create databases): ServiceBay's metadata goes to a "
+    "new database there, dropped afterwards (SQLite in the instance's home if unset)"
+)
+
+
+@asynccontextmanager
+async def throwaway_postgres(server_url: str) -> AsyncIterator[str]:
+    """`create_database`, and `drop_database` afterwards."""
+    url = await create_database(server_url)
+    try:
+        yield url
+    finally:
+        await drop_database(url)
+
+
+async def create_database(server_url: str) -> str:
+    """The URL of a new, empty database on the PostgreSQL server of `server_url` (whose
+    user may create databases)."""
+    name = f"bay_bench_{secrets.token_hex(6)}"
+    await _on_server(server_url, f'CREATE DATABASE "{name}"')
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_database(url: str) -> None:
+    """Drop the database of `url`, as `create_database` made it, and any session on it."""
+    name = make_url(url).database
+    await _on_server(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _on_server(url: str, statement: str) -> None:
+    """Run `statement` connected to the server's `postgres` database."""
+    target = make_url(url)
+    server = await asyncpg.connect(
+        host=target.host, port=target.port or 5432, user=target.username,
+        password=target.password, database="postgres",
+    )  # fmt: skip
+    try:
+        await server.execute(statement)
+    finally:
+        await server.close()

@@ -43,7 +43,16 @@ from starlette.routing import Route
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.support import deploy_folder, free_port, start_servicebay, wait_ready, wrk  # noqa: E402
+from bench.support import (  # noqa: E402
+    POSTGRES_URL_HELP,
+    create_database,
+    deploy_folder,
+    drop_database,
+    free_port,
+    start_servicebay,
+    wait_ready,
+    wrk,
+)
 
 TARGET_P50_MS = 25.0
 HELLO = {"hello": "world"}
@@ -163,7 +172,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300, help="calls timed one at a time")
     parser.add_argument("--duration", type=int, default=10, help="seconds of wrk per target")
     parser.add_argument("--connections", type=int, default=4, help="wrk's calls in flight")
-    parser.add_argument("--database-url", help="ServiceBay's metadata database (SQLite if unset)")
+    parser.add_argument("--postgres-url", help=POSTGRES_URL_HELP)
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("this benchmark needs wrk: apt-get install wrk")
@@ -173,9 +182,10 @@ def main() -> None:
     logs = root / "logs"
     logs.mkdir()
     processes: list[subprocess.Popen[bytes]] = []
+    database_url = asyncio.run(create_database(args.postgres_url)) if args.postgres_url else None
     try:
         server, servicebay, admin_key = start_servicebay(
-            root / "home", logs / "servicebay.log", database_url=args.database_url
+            root / "home", logs / "servicebay.log", database_url=database_url
         )
         processes.append(server)
 
@@ -222,6 +232,8 @@ def main() -> None:
         for process in processes:
             process.terminate()
             process.wait(timeout=15)
+        if database_url:
+            asyncio.run(drop_database(database_url))
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -58,6 +58,13 @@ def layout(tmp_path: Path) -> Layout:
 
 
 @pytest.fixture
+def folders(layout: Layout) -> RunFolders:
+    folders = RunFolders(layout)
+    folders.prepare()
+    return folders
+
+
+@pytest.fixture
 def python(tmp_path: Path) -> Path:
     python = tmp_path / "env" / "bin" / "python"
     python.parent.mkdir(parents=True)
@@ -97,6 +104,7 @@ def test_a_fifo_in_the_source_is_copied_from_disk_not_kept(tmp_path: Path) -> No
 def test_each_run_gets_a_fresh_private_copy_its_input_and_an_empty_output(
     tmp_path: Path,
     layout: Layout,
+    folders: RunFolders,
     python: Path,
     kept: bool,
     monkeypatch: pytest.MonkeyPatch,
@@ -104,8 +112,6 @@ def test_each_run_gets_a_fresh_private_copy_its_input_and_an_empty_output(
     if not kept:
         monkeypatch.setattr(run_folders, "SNAPSHOT_MAX_BYTES", 10)
     source = make_source(tmp_path)
-    folders = RunFolders(layout)
-    folders.prepare()
 
     async def scenario() -> tuple[Path, Path]:
         given = (layout.run_dir("run_1") / INPUT, '{"n": 1}')
@@ -130,10 +136,8 @@ def test_each_run_gets_a_fresh_private_copy_its_input_and_an_empty_output(
 
 
 def test_a_missing_source_or_environment_says_to_deploy_again(
-    tmp_path: Path, layout: Layout, python: Path
+    tmp_path: Path, layout: Layout, folders: RunFolders, python: Path
 ) -> None:
-    folders = RunFolders(layout)
-    folders.prepare()
     source = make_source(tmp_path)
 
     with pytest.raises(RunFolderError, match=r"source of version 3 is missing.*deploy again"):
@@ -143,10 +147,8 @@ def test_a_missing_source_or_environment_says_to_deploy_again(
 
 
 def test_a_discarded_work_folder_waits_in_the_trash_and_the_output_stays(
-    tmp_path: Path, layout: Layout, python: Path
+    tmp_path: Path, layout: Layout, folders: RunFolders, python: Path
 ) -> None:
-    folders = RunFolders(layout)
-    folders.prepare()
     source = make_source(tmp_path)
     work = asyncio.run(folders.stage("run_1", ("dep", 1), source, python, None))
     (work / "lib").chmod(0o500)  # a script may leave parts of its folder read-only
@@ -176,10 +178,8 @@ def test_what_an_earlier_process_left_in_the_trash_is_removed_at_start(layout: L
 
 
 def test_links_and_folders_in_the_output_are_looked_over_the_rest_kept(
-    tmp_path: Path, layout: Layout, python: Path
+    tmp_path: Path, layout: Layout, folders: RunFolders, python: Path
 ) -> None:
-    folders = RunFolders(layout)
-    folders.prepare()
     asyncio.run(folders.stage("run_1", ("dep", 1), make_source(tmp_path), python, None))
     output = layout.artifacts("run_1")
     (output / "charts").mkdir()

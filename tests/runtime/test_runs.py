@@ -67,6 +67,11 @@ async def database(url: str) -> AsyncIterator[Sessions]:
         await engine.dispose()
 
 
+async def deploy_free(sessions: Sessions, home: Path) -> Deployed:
+    """A deployment whose runs all start at once (`concurrency: allow`)."""
+    return await deploy_script(sessions, Layout(home), owner=OWNER, script="", concurrency="allow")
+
+
 async def queue(sessions: Sessions, deployed: Deployed, **options: Any) -> Run:
     async with sessions() as session, session.begin():
         deployment = await session.get(Deployment, deployed.id)
@@ -149,9 +154,7 @@ def test_claimers_on_separate_connections_take_each_run_exactly_once(
 ) -> None:
     async def scenario() -> None:
         async with database(database_url) as sessions:
-            deployed = await deploy_script(
-                sessions, Layout(home), owner=OWNER, script="", concurrency="allow"
-            )
+            deployed = await deploy_free(sessions, home)
             queued = {(await queue(sessions, deployed)).id for _ in range(40)}
             engines = [create_engine(database_url) for _ in range(4)]
             claimed: dict[str, list[str]] = {}
@@ -185,9 +188,7 @@ def test_claimers_on_separate_connections_take_each_run_exactly_once(
 def test_the_oldest_queued_run_is_claimed_first(home: Path) -> None:
     async def scenario() -> None:
         async with database(f"sqlite:///{home / 'meta.db'}") as sessions:
-            deployed = await deploy_script(
-                sessions, Layout(home), owner=OWNER, script="", concurrency="allow"
-            )
+            deployed = await deploy_free(sessions, home)
             first, second = await queue(sessions, deployed), await queue(sessions, deployed)
             async with sessions() as session, session.begin():
                 run = await claim_one(session, "w")
@@ -235,9 +236,7 @@ def test_a_deployment_that_runs_one_at_a_time_waits_while_its_run_runs_and_other
             serial = await deploy_script(
                 sessions, layout, owner=OWNER, script="", concurrency=concurrency
             )
-            other = await deploy_script(
-                sessions, layout, owner=OWNER, script="", concurrency="allow"
-            )
+            other = await deploy_free(sessions, home)
             first, second = await queue(sessions, serial), await queue(sessions, serial)
             unrelated = await queue(sessions, other)
 
@@ -261,9 +260,7 @@ def test_endings_recorded_together_keep_each_its_own_and_skip_runs_already_ended
 ) -> None:
     async def scenario() -> None:
         async with database(database_url) as sessions:
-            deployed = await deploy_script(
-                sessions, Layout(home), owner=OWNER, script="", concurrency="allow"
-            )
+            deployed = await deploy_free(sessions, home)
             first, second, third = [await queue(sessions, deployed) for _ in range(3)]
             async with sessions() as session, session.begin():
                 assert len(await runs.claim(session, "w", 3)) == 3

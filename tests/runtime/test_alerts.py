@@ -587,6 +587,39 @@ def test_endings_settled_together_flip_the_streak_as_they_would_one_by_one(
     assert (steady_failing, flaky_failing) == (False, True)
 
 
+def test_a_batch_of_endings_waits_for_another_nodes_and_sees_what_it_left(
+    tmp_path: Path, smtp: Smtp, receiver: Receiver, postgres_url: str
+) -> None:
+    """Node A's failure is being recorded; node B settles a failure and then a success of
+    the same deployment meanwhile. B waits for A's transaction, so its failure continues
+    A's streak and its success ends it: as if the endings had come one after another."""
+    settings = settings_for(tmp_path, smtp, receiver, database_url=postgres_url)
+
+    async def scenario() -> tuple[list[Streak | None], list[Streak | None], bool, bool]:
+        async with node(settings) as (first, _), node(settings) as (second, _):
+            deployment = await deploy(first)
+            failed = await ended_run(first, deployment, "failed")
+            later = [await ended_run(first, deployment, s) for s in ("failed", "succeeded")]
+            async with first.sessions() as a, second.sessions() as b:
+                await a.begin()
+                mine = await settle_streaks(a, [(failed, {})])
+                await b.begin()
+                theirs = asyncio.create_task(settle_streaks(b, [(run, {}) for run in later]))
+                await asyncio.sleep(0.5)
+                waited = not theirs.done()
+                await a.commit()
+                told = await theirs
+                await b.commit()
+            return mine, told, waited, await is_failing(first, deployment)
+
+    mine, told, waited, failing = asyncio.run(scenario())
+
+    assert waited
+    assert mine == ["run.failing"]
+    assert told == [None, "run.recovered"]
+    assert failing is False
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":

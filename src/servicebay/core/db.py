@@ -11,7 +11,12 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.util import await_only
 
 from servicebay.core.errors import ConfigurationError
@@ -104,6 +109,12 @@ class WriterTurns:
             lock.release()
         elif not loop.is_closed():  # a connection collected on another thread
             loop.call_soon_threadsafe(lock.release)
+
+
+def holds_write_lock(connection: AsyncConnection) -> bool:
+    """Whether the connection's transaction has written (on SQLite: holds the one
+    writer's lock, so what it reads next cannot change under it)."""
+    return _WRITING in connection.info
 
 
 async def _take_turn(lock: asyncio.Lock) -> None:

@@ -5,11 +5,11 @@ A run that failed or timed out starts a failure streak unless the worker will re
 `deployment.failing` is set. Further failures say nothing. The next success ends the
 streak with a "recovered" alert; a plain success, a cancelled run and a skipped run change
 nothing. The worker settles the streak in the transaction that records the run's ending
-(`settle_streaks`), so streaks follow the order in which endings commit; the flag flips
-with a conditional UPDATE (`WHERE failing != <new value>`), so when two nodes end runs of
-one deployment at once, exactly one of them wins the flip. The worker then hands the
-change to the `Alerter` (`announce`); the builder tells it about every failed build
-(`build_failed`). A failed build is alerted every time: each
+(`settle_streaks`), so streaks follow the order in which endings commit; the flags are
+read locked (`FOR UPDATE`) before they change, so when two nodes end runs of one
+deployment at once, the second sees what the first left and exactly one of them flips
+it. The worker then hands the change to the `Alerter` (`announce`); the builder tells it
+about every failed build (`build_failed`). A failed build is alerted every time: each
 is somebody's deploy, and the version stays inactive, so it is no part of the run streak.
 A server that crash-loops is alerted once per loop (the supervisor stops retrying, so
 there is one loop per version until another is deployed).
@@ -58,6 +58,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servicebay.core import secret_store
+from servicebay.core.db import holds_write_lock
 from servicebay.core.errors import ConfigurationError, Forbidden, NotFound
 from servicebay.core.instance import Instance
 from servicebay.core.models import Deployment, DeploymentVersion, Run, RunLogChunk, User, utcnow
@@ -679,35 +680,49 @@ async def settle_streaks(
     "run.recovered" when a success ends one, None when nothing changed (or another node's
     ending changed it first).
 
-    Each deployment's flag is set to what its last telling run leaves it at, with one
-    conditional UPDATE per value (`WHERE failing != value`); the rows it changed give the
-    flags as they were, from which the endings are replayed in order.
+    The deployments' flags are read locked (`FOR UPDATE`, in the order of their ids, on
+    PostgreSQL; on SQLite, after a write that makes this transaction the writer), the
+    endings replayed on
+    them in order, and the flags that changed written back: another node's endings for
+    the same deployments wait for this transaction, then see what it left.
     """
     telling = [(run, _failure_of(run, config)) for run, config in ended]
-    final = {run.deployment_id: failed for run, failed in telling if failed is not None}
-    flipped: set[str] = set()
-    for value in (True, False):
-        ids = [deployment_id for deployment_id, failed in final.items() if failed is value]
-        if ids:
-            changed = await session.scalars(
-                update(Deployment)
-                .where(Deployment.id.in_(ids), Deployment.failing.is_not(value))
-                .values(failing=value)
-                .returning(Deployment.id)
-                .execution_options(synchronize_session=False)
-            )
-            flipped.update(changed)
-    failing = {  # as it was before these endings
-        deployment_id: not failed if deployment_id in flipped else failed
-        for deployment_id, failed in final.items()
-    }
+    ids = sorted({run.deployment_id for run, failed in telling if failed is not None})
+    if not ids:
+        return [None] * len(telling)
+    connection = await session.connection()
+    if connection.dialect.name == "sqlite" and not holds_write_lock(connection):
+        # SQLite has no FOR UPDATE: a write takes its one writer's lock before the read.
+        await session.execute(
+            update(Deployment)
+            .where(Deployment.id.in_(ids))
+            .values(failing=Deployment.failing)
+            .execution_options(synchronize_session=False)
+        )
+    rows = await session.execute(
+        select(Deployment.id, Deployment.failing)
+        .where(Deployment.id.in_(ids))
+        .order_by(Deployment.id)
+        .with_for_update()
+    )
+    was = {deployment_id: failing for deployment_id, failing in rows}
+    failing = dict(was)
     streaks: list[Streak | None] = []
     for run, failed in telling:
-        if failed is None or failing[run.deployment_id] is failed:
+        if failed is None or failing.get(run.deployment_id, failed) is failed:
             streaks.append(None)
             continue
         failing[run.deployment_id] = failed
         streaks.append("run.failing" if failed else "run.recovered")
+    for value in (True, False):
+        changed = [one for one, now in failing.items() if now is value and was[one] is not value]
+        if changed:
+            await session.execute(
+                update(Deployment)
+                .where(Deployment.id.in_(changed))
+                .values(failing=value)
+                .execution_options(synchronize_session=False)
+            )
     return streaks
 
 

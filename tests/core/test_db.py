@@ -4,6 +4,7 @@ turns (`WriterTurns`) instead of meeting in SQLite's busy handler."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import warnings
 from collections.abc import AsyncIterator
@@ -91,6 +92,42 @@ def test_a_writer_that_rolls_back_gives_its_turn_to_the_next(tmp_path: Path) -> 
             assert await bodies(engine) == ["kept"]
 
     asyncio.run(scenario())
+
+
+def test_a_writer_whose_rollback_fails_keeps_its_turn_until_its_connection_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The turn ends when a connection is returned to the pool, before the pool's own
+    rollback, only if its transaction has ended: one still open would meet the next
+    writer in SQLite's busy handler."""
+
+    async def scenario() -> list[str]:
+        async with notes_database(tmp_path) as engine:
+            dialect = engine.sync_engine.dialect
+            real_rollback = dialect.do_rollback
+            failures = iter([OSError("the rollback was interrupted")])
+
+            def rollback_failing_once(connection: object) -> None:
+                failure = next(failures, None)
+                if failure is not None:
+                    raise failure
+                real_rollback(connection)  # type: ignore[arg-type]
+
+            async def next_writer() -> None:
+                async with engine.begin() as connection:
+                    await connection.execute(text("PRAGMA busy_timeout = 0"))
+                    await connection.execute(text("INSERT INTO notes (body) VALUES ('kept')"))
+
+            monkeypatch.setattr(dialect, "do_rollback", rollback_failing_once)
+            with contextlib.suppress(OSError):
+                async with engine.connect() as connection:
+                    await connection.execute(text("INSERT INTO notes (body) VALUES ('lost')"))
+                    waiting = asyncio.create_task(next_writer())
+                    await settle()
+            await waiting  # not "database is locked"
+            return await bodies(engine)
+
+    assert asyncio.run(scenario()) == ["kept"]
 
 
 def test_many_concurrent_writers_all_commit(tmp_path: Path) -> None:

@@ -78,11 +78,18 @@ class WriterTurns:
     def attach(self, engine: AsyncEngine) -> None:
         event.listen(engine.sync_engine, "before_cursor_execute", self._before_execute)
         # However a connection leaves its user (closed, invalidated, or dropped and
-        # collected: `detach`), its turn ends with it. `reset` comes first on a close:
-        # the transaction has been committed or rolled back by then, and the pool's own
-        # rollback that follows (a round trip to aiosqlite's thread) need not hold the turn.
-        for returned in ("reset", "checkin", "invalidate", "detach"):
+        # collected: `detach`), its turn ends with it.
+        for returned in ("checkin", "invalidate", "detach"):
             event.listen(engine.sync_engine.pool, returned, self._returned)
+        event.listen(engine.sync_engine.pool, "reset", self._reset)
+
+    def _reset(self, dbapi_connection: Any, record: Any, _state: Any) -> None:
+        """A committed connection's turn ends before the pool's rollback-on-return (a round
+        trip to aiosqlite's thread, with nothing to roll back); one whose rollback failed
+        keeps it until the connection is checked in or closed."""
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        if getattr(driver, "in_transaction", True) is False:
+            self._returned(dbapi_connection, record)
 
     def _before_execute(
         self, connection: Connection, _cursor: Any, statement: str, *_: Any

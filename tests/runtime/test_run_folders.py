@@ -190,3 +190,51 @@ def test_links_and_folders_in_the_output_are_looked_over_the_rest_kept(
 
     assert dropped == ["passwd"]
     assert (output / "charts" / "a.png").read_bytes() == b"png"
+
+
+def test_a_read_only_folder_of_the_source_is_copied_with_its_contents_and_mode(
+    tmp_path: Path,
+) -> None:
+    source = make_source(tmp_path)
+    (source / "conf").mkdir()
+    (source / "conf" / "a.txt").write_text("a\n")
+    (source / "conf").chmod(0o555)
+    snapshot = read_snapshot(source)
+    assert snapshot is not None
+
+    write_snapshot(snapshot, tmp_path / "copy")
+
+    assert (tmp_path / "copy" / "conf" / "a.txt").read_text() == "a\n"
+    assert stat.S_IMODE((tmp_path / "copy" / "conf").stat().st_mode) == 0o555
+    (source / "conf").chmod(0o755)
+    (tmp_path / "copy" / "conf").chmod(0o755)
+
+
+def test_an_output_the_script_replaced_with_a_file_is_dropped_not_fatal(
+    tmp_path: Path, layout: Layout, folders: RunFolders, python: Path
+) -> None:
+    asyncio.run(folders.stage("run_1", ("dep", 1), make_source(tmp_path), python, None))
+    output = layout.artifacts("run_1")
+    output.rmdir()
+    output.write_text("not a folder\n")
+
+    assert asyncio.run(folders.collect("run_1", None)) == ["output (not a folder)"]
+    assert not output.exists()
+
+
+def test_the_trash_skips_what_another_process_removed_and_keeps_what_it_cannot_remove(
+    tmp_path: Path, folders: RunFolders, python: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = make_source(tmp_path)
+    for run_id in ("run_1", "run_2"):
+        asyncio.run(folders.stage(run_id, ("dep", 1), source, python, None))
+        folders.discard_work(run_id)
+    outcomes = iter([FileNotFoundError("removed by another node"), OSError("disk error")])
+
+    def failing(path: Path) -> None:
+        raise next(outcomes)
+
+    monkeypatch.setattr(run_folders, "remove_tree", failing)
+    folders.empty_trash()
+
+    assert folders.has_trash  # tried again next time

@@ -285,6 +285,10 @@ def test_endings_recorded_together_keep_each_its_own_and_skip_runs_already_ended
                 second.id: ("failed", None, 7, True),
             }
             assert len(ended[second.id].reason or "") == 2000
+            async with sessions() as session, session.begin():
+                twice = Ending("succeeded", "exit code 0", 0)
+                with pytest.raises(ValueError, match="same run id is given twice"):
+                    await runs.finish_runs(session, [(third.id, twice), (third.id, twice)])
             async with sessions() as session:
                 kept = await session.get(Run, third.id)
                 assert kept is not None

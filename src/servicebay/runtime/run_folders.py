@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import shutil
 import stat
@@ -40,6 +41,8 @@ from typing import Any, Literal
 
 from servicebay.runtime.layout import Layout
 from servicebay.runtime.process import prepare_private_dir
+
+log = logging.getLogger(__name__)
 
 WORK = "work"
 INPUT = "input.json"
@@ -106,13 +109,14 @@ def read_snapshot(source: Path) -> Snapshot | None:
 
 
 def write_snapshot(snapshot: Snapshot, target: Path) -> None:
-    """Create `target` (which must not exist) with the snapshot's contents and modes."""
+    """Create `target` (which must not exist) with the snapshot's contents and modes; the
+    folders' modes last, deepest first, as `shutil.copytree` does (a read-only folder of
+    the source is written into before it is made read-only)."""
     os.mkdir(target, 0o700)
     for entry in snapshot:
         path = target / entry.path
         if entry.kind == "dir":
-            os.mkdir(path)
-            os.chmod(path, entry.mode)
+            os.mkdir(path, 0o700)
         elif entry.kind == "link":
             os.symlink(os.fsdecode(entry.content), path)
         else:
@@ -125,6 +129,9 @@ def write_snapshot(snapshot: Snapshot, target: Path) -> None:
                 os.fchmod(fd, entry.mode)
             finally:
                 os.close(fd)
+    for entry in reversed(snapshot):
+        if entry.kind == "dir":
+            os.chmod(target / entry.path, entry.mode)
 
 
 def blocked_on_the_way(path: Path, uid: int | None) -> Path | None:
@@ -144,17 +151,29 @@ def blocked_on_the_way(path: Path, uid: int | None) -> Path | None:
 
 
 def remove_tree(path: Path) -> None:
-    """Remove a folder a script had the run of (it may have made parts of it read-only)."""
+    """Remove a folder a script had the run of, whatever it left there; what is gone
+    already (another process removing it too) is no error.
 
-    def unlock(function: Any, failed: str, _: Any) -> None:
-        parent = os.path.dirname(failed)
-        os.chmod(parent, 0o700)
+    As root, `shutil.rmtree` alone: it removes by descriptor, never following a link, and
+    root may remove from a read-only folder. A script process that outlived its run could
+    swap a folder for a link while this runs; a handler that changes modes by path would
+    follow it. Not root, scripts run as the platform's own user (no boundary to cross),
+    and a folder they made read-only is made writable again to be emptied."""
+
+    def forgive(function: Any, failed: str, error: Any) -> None:
+        if not isinstance(error[1], FileNotFoundError):
+            raise error[1]
+
+    def unlock(function: Any, failed: str, error: Any) -> None:
+        if isinstance(error[1], FileNotFoundError):
+            return
         with contextlib.suppress(FileNotFoundError):
+            os.chmod(os.path.dirname(failed), 0o700)
             if os.path.isdir(failed) and not os.path.islink(failed):
                 os.chmod(failed, 0o700)
-        function(failed)
+            function(failed)
 
-    shutil.rmtree(path, onerror=unlock)
+    shutil.rmtree(path, onerror=forgive if os.geteuid() == 0 else unlock)
 
 
 class RunFolders:
@@ -270,24 +289,46 @@ class RunFolders:
         return self._trashed > 0
 
     def empty_trash(self) -> None:
-        """Remove what `discard_work` moved aside (in a thread: it may be much)."""
+        """Remove what `discard_work` moved aside (in a thread: it may be much). Other
+        processes of the same home empty the same trash: what they removed first is
+        skipped; what cannot be removed is logged and tried again next time."""
         self._trashed = 0
-        for entry in os.scandir(self.trash):
-            if entry.is_dir(follow_symlinks=False):
-                remove_tree(Path(entry.path))
-            else:
-                os.unlink(entry.path)
+        with os.scandir(self.trash) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        remove_tree(Path(entry.path))
+                    else:
+                        os.unlink(entry.path)
+                except FileNotFoundError:
+                    continue
+                except OSError as error:
+                    self._trashed += 1
+                    log.warning("could not remove %s from the trash: %s", entry.path, error)
 
     async def collect(self, run_id: str, uid: int | None) -> list[str]:
         """Keep the output's regular files (the script's own) as artifacts, owned by the
         platform again; remove everything else. Returns what was removed."""
-        with os.scandir(self.layout.artifacts(run_id)) as entries:
-            empty = next(entries, None) is None
-        if not empty:
-            return await asyncio.to_thread(self._collect, run_id, uid)
+        output = self.layout.artifacts(run_id)
+        try:
+            info = os.lstat(output)
+        except FileNotFoundError:
+            info = None
+        if info is not None and not stat.S_ISDIR(info.st_mode):  # the script replaced it
+            os.unlink(output)
+            self._take_back(run_id, uid)
+            return [f"{output.name} (not a folder)"]
+        if info is not None:
+            with os.scandir(output) as entries:
+                if next(entries, None) is not None:
+                    return await asyncio.to_thread(self._collect, run_id, uid)
+        self._take_back(run_id, uid)
+        return []
+
+    def _take_back(self, run_id: str, uid: int | None) -> None:
+        """The run's folder belongs to the platform's user again."""
         if uid is not None:
             prepare_private_dir(self.layout.run_dir(run_id), os.geteuid())
-        return []
 
     def _collect(self, run_id: str, uid: int | None) -> list[str]:
         output = self.layout.artifacts(run_id)
@@ -304,8 +345,7 @@ class RunFolders:
                     else:
                         os.unlink(name, dir_fd=top_fd)
                     dropped.append(str(Path(top, name).relative_to(output)))
-        if uid is not None:
-            prepare_private_dir(self.layout.run_dir(run_id), os.geteuid())
+        self._take_back(run_id, uid)
         return dropped
 
     def read_answer(self, answer: Path, uid: int | None, limit: int) -> bytes | None:

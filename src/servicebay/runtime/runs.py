@@ -448,6 +448,8 @@ async def finish_runs(
             )
     if not endings:
         return {}
+    if len({run_id for run_id, _ in endings}) < len(endings):
+        raise ValueError("a run can end only once: the same run id is given twice")
     given = (
         values(
             column("id", String),

@@ -352,6 +352,11 @@ class Worker:
         next_sweep = loop.time() + SWEEP_SECONDS
         while True:
             await asyncio.sleep(CANCEL_POLL_SECONDS)
+            if self.folders.has_trash:
+                try:
+                    await asyncio.to_thread(self.folders.empty_trash)
+                except OSError:
+                    log.exception("worker %s could not empty the trash of run folders", self.id)
             try:
                 if self._active:
                     async with self.instance.sessions() as session:
@@ -359,8 +364,6 @@ class Worker:
                     for run_id in wanted:
                         if run_id in self._active:
                             self._active[run_id].cancel.set()
-                if self.folders.has_trash:
-                    await asyncio.to_thread(self.folders.empty_trash)
                 if loop.time() >= next_sweep:
                     next_sweep = loop.time() + SWEEP_SECONDS
                     await self._recover(at_start=False)
@@ -504,17 +507,7 @@ class Worker:
             )
             runner = self.zygotes.runner(deployment.id, version.version)
             result = await runner(spec, logs.add, cancel=active.cancel)
-            if active.answer_limit:
-                try:
-                    active.answer = self.folders.read_answer(
-                        self._files(run)[RESPONSE_ENV], uid, active.answer_limit
-                    )
-                except RunFolderError as refused:
-                    await logs.note(f"the answer was not sent: {refused}")
-            self.folders.discard_work(run.id)
-            dropped = await self.folders.collect(run.id, uid)
-            if dropped:
-                await logs.note(f"not kept as artifacts (not regular files): {', '.join(dropped)}")
+            await self._look_over(run, uid, active, logs)
             ending = self._ending(result, active)
             await logs.note(f"run ended: {ending.reason}")
             return ending
@@ -524,6 +517,27 @@ class Worker:
             return Ending("failed", f"could not start: {message}")
         finally:
             self.folders.discard_work(run.id)
+
+    async def _look_over(self, run: Run, uid: int | None, active: _Active, logs: RunLog) -> None:
+        """After the script: its answer read (a sync webhook call), its copy of the source
+        discarded, its artifacts kept. A problem here is noted in the log; the run ended
+        as its process did."""
+        if active.answer_limit:
+            try:
+                active.answer = self.folders.read_answer(
+                    self._files(run)[RESPONSE_ENV], uid, active.answer_limit
+                )
+            except RunFolderError as refused:
+                await logs.note(f"the answer was not sent: {refused}")
+        try:
+            self.folders.discard_work(run.id)
+            dropped = await self.folders.collect(run.id, uid)
+        except OSError as error:
+            log.exception("worker %s could not look over the folder of run %s", self.id, run.id)
+            await logs.note(f"the run's folder could not be looked over: {error}")
+            return
+        if dropped:
+            await logs.note(f"not kept as artifacts (not regular files): {', '.join(dropped)}")
 
     def _ending(self, result: ProcessResult, active: _Active) -> Ending:
         common: dict[str, Any] = {

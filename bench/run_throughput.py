@@ -160,12 +160,14 @@ def main() -> None:
         baseline = asyncio.run(spawn_loop(str(python), script, args.runs, args.workers))
         report(runs, queued, all_in, baseline, cpu, args)
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
-        if database_url:
-            asyncio.run(drop_database(database_url))
-        shutil.rmtree(root, ignore_errors=True)
+        try:
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=30)
+        finally:
+            if database_url:
+                asyncio.run(drop_database(database_url))
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass(frozen=True)

@@ -119,22 +119,23 @@ async def create_database(server_url: str) -> str:
     """The URL of a new, empty database on the PostgreSQL server of `server_url` (whose
     user may create databases)."""
     name = f"bay_bench_{secrets.token_hex(6)}"
-    await _on_server(server_url, f'CREATE DATABASE "{name}"')
+    await _on_server(server_url, f'CREATE DATABASE "{name}"', database=None)
     return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 async def drop_database(url: str) -> None:
     """Drop the database of `url`, as `create_database` made it, and any session on it."""
     name = make_url(url).database
-    await _on_server(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await _on_server(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', database="postgres")
 
 
-async def _on_server(url: str, statement: str) -> None:
-    """Run `statement` connected to the server's `postgres` database."""
+async def _on_server(url: str, statement: str, *, database: str | None) -> None:
+    """Run `statement` on the server of `url`, connected to `database` (None: the URL's
+    own). A database cannot be dropped from a connection to itself."""
     target = make_url(url)
     server = await asyncpg.connect(
         host=target.host, port=target.port or 5432, user=target.username,
-        password=target.password, database="postgres",
+        password=target.password, database=database or target.database or "postgres",
     )  # fmt: skip
     try:
         await server.execute(statement)

@@ -229,12 +229,14 @@ def main() -> None:
         ]  # fmt: skip
         report(results)
     finally:
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=15)
-        if database_url:
-            asyncio.run(drop_database(database_url))
-        shutil.rmtree(root, ignore_errors=True)
+        try:
+            for process in processes:
+                process.terminate()
+                process.wait(timeout=15)
+        finally:
+            if database_url:
+                asyncio.run(drop_database(database_url))
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def report(results: list[Result]) -> None:

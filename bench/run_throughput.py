@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -42,9 +41,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.support import (  # noqa: E402
     POSTGRES_URL_HELP,
+    clean_up,
     create_database,
     deploy_folder,
-    drop_database,
     start_servicebay,
 )
 
@@ -86,7 +85,7 @@ async def trigger(base_url: str, key: str, count: int, in_flight: int) -> list[s
 def ended_runs(admin: httpx.Client, since: datetime) -> list[dict[str, Any]]:
     """Every run created since `since`, once none is queued or running any more (asked
     for with one small page per status, so that waiting costs the server little)."""
-    base = {"deployment": NAME, "since": since.isoformat(), "limit": 1}
+    base: dict[str, str | int] = {"deployment": NAME, "since": since.isoformat(), "limit": 1}
     while any(
         admin.get("/api/v1/runs", params={**base, "status": status}).json()["data"]
         for status in ("queued", "running")
@@ -160,14 +159,7 @@ def main() -> None:
         baseline = asyncio.run(spawn_loop(str(python), script, args.runs, args.workers))
         report(runs, queued, all_in, baseline, cpu, args)
     finally:
-        try:
-            if server is not None:
-                server.terminate()
-                server.wait(timeout=30)
-        finally:
-            if database_url:
-                asyncio.run(drop_database(database_url))
-            shutil.rmtree(root, ignore_errors=True)
+        clean_up([server] if server is not None else [], database_url, root)
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,16 @@ and `wrk`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -141,3 +143,18 @@ async def _on_server(url: str, statement: str, *, database: str | None) -> None:
         await server.execute(statement)
     finally:
         await server.close()
+
+
+def clean_up(
+    processes: Sequence[subprocess.Popen[bytes]], database_url: str | None, root: Path
+) -> None:
+    """Stop a benchmark's processes, then drop its throwaway database (if any) and remove
+    its folder, whether or not they stopped in time."""
+    try:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+    finally:
+        if database_url:
+            asyncio.run(drop_database(database_url))
+        shutil.rmtree(root, ignore_errors=True)

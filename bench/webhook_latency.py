@@ -45,9 +45,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.support import (  # noqa: E402
     POSTGRES_URL_HELP,
+    clean_up,
     create_database,
     deploy_folder,
-    drop_database,
     free_port,
     start_servicebay,
     wait_ready,
@@ -229,14 +229,7 @@ def main() -> None:
         ]  # fmt: skip
         report(results)
     finally:
-        try:
-            for process in processes:
-                process.terminate()
-                process.wait(timeout=15)
-        finally:
-            if database_url:
-                asyncio.run(drop_database(database_url))
-            shutil.rmtree(root, ignore_errors=True)
+        clean_up(processes, database_url, root)
 
 
 def report(results: list[Result]) -> None:

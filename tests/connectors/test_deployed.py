@@ -29,7 +29,7 @@ from servicebay.fakes.instagram import FakeInstagram
 from servicebay.fakes.salesforce import FakeSalesforce
 from servicebay.fakes.slack import FakeSlack
 from servicebay.fakes.smtp import FakeSMTP
-from tests.conftest import Server, offline_wheels
+from tests.conftest import Server
 from tests.gateway.code_support import JULIUS, code_server, grant, serve_folders, store_secret
 from tests.gateway.gateway_support import assert_problem, find_event
 
@@ -133,8 +133,7 @@ def spreadsheets_dir(shared: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def bay_server() -> Iterator[Server]:
-    offline_wheels("openpyxl")
-    with code_server("bay-connectors-", wheels=True) as server:
+    with code_server("bay-connectors-", "openpyxl") as server:
         yield server
 
 

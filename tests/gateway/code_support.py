@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from servicebay.runtime.bundle import build_bundle
-from tests.conftest import WHEELS, Server, launch_server
+from tests.conftest import WHEELS, Server, launch_server, offline_wheels
 from tests.gateway.test_apps import serving, wait_for_state
 from tests.gateway.test_deployments_api import folder_of, upload, wait_for_build
 
@@ -35,13 +35,14 @@ JULIUS = {
 
 
 @contextmanager
-def code_server(prefix: str, *, wheels: bool = False) -> Iterator[Server]:
-    """A `bay serve` whose builds never reach an index (`wheels`: pip finds the wheels
-    `make install` downloads), in a folder the services' own users may enter."""
+def code_server(prefix: str, *wheels: str) -> Iterator[Server]:
+    """A `bay serve` whose builds never reach an index (pip finds `wheels`, packages
+    `make install` downloads, offline), in a folder the services' own users may enter."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
     root.chmod(0o755)
     settings = {"PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull, "BAY_AUTH_CACHE_SECONDS": "1"}
     if wheels:
+        offline_wheels(*wheels)
         settings["PIP_FIND_LINKS"] = str(WHEELS)
     server = launch_server(root / "home", settings=settings)
     try:

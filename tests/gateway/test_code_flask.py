@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from servicebay.fakes.salesforce import FakeSalesforce
-from tests.conftest import Server, offline_wheels
+from tests.conftest import Server
 from tests.gateway.code_support import JULIUS, code_server, deploy_service, grant, store_secret
 from tests.gateway.gateway_support import assert_problem
 from tests.gateway.test_apps import wait_for_state
@@ -159,8 +159,7 @@ def fake() -> Iterator[FakeSalesforce]:
 
 @pytest.fixture(scope="module")
 def bay_server() -> Iterator[Server]:
-    offline_wheels("flask")
-    with code_server("bay-flask-service-", wheels=True) as server:
+    with code_server("bay-flask-service-", "flask") as server:
         yield server
 
 

@@ -509,9 +509,7 @@ def _write_xlsx(path: Path, sheet: str, rows: tuple[tuple[str | float, ...], ...
     }
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as workbook:
         for name, text in files.items():
-            workbook.writestr(
-                name, '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>' + text
-            )
+            workbook.writestr(name, XML_DECLARATION + text)
 
 
 def _sales_db(home: Path) -> Path:

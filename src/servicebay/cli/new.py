@@ -1,6 +1,7 @@
 """`bay new`: scaffold a deployment folder from a template.
 
-Built-in templates (cron, webhook, server, service) render on this machine, without a server.
+Built-in templates (`bay new --list`: cron, webhook, server, dashboard, service,
+code-service) render on this machine, without a server.
 An organisation template (`--template`) comes from the instance as a bundle; `bay new`
 asks for each of its parameters (or takes them from `--param`) and renders it with the
 deployment's name. Nothing is written until every file has rendered, and never into a
@@ -124,7 +125,7 @@ def new(
     folder = directory or Path(name)
     with _reported():
         render.check_name(name)
-        _check_kind(kind, name, template)
+        _check_kind(kind, name)
         render.check_destination(folder)
     given = _parse_params(param or [])
     if template is None:
@@ -165,7 +166,7 @@ def new(
         console.print(Text(f"  {number}. {step}"))
 
 
-def _check_kind(kind: str, name: str, template: str | None) -> None:
+def _check_kind(kind: str, name: str) -> None:
     if kind not in KINDS:
         raise TemplateError(
             f"{kind!r} is not a kind of deployment",

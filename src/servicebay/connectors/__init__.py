@@ -12,6 +12,8 @@ import json
 import shutil
 from pathlib import Path
 
+from servicebay.core import jsonc
+
 __all__ = ["CONNECTORS", "configured", "folder"]
 
 HERE = Path(__file__).resolve().parent
@@ -33,7 +35,7 @@ def configured(name: str, env: dict[str, str], into: Path) -> Path:
     copy = into / name
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(folder(name), copy)
-    config = json.loads((copy / "service.json").read_text())
+    config = jsonc.load(copy / "service.json")  # comments allowed, as in any service.json
     config["env"] = {**config.get("env", {}), **env}
     (copy / "service.json").write_text(json.dumps(config, indent=2) + "\n")
     return copy

@@ -126,8 +126,8 @@ class App:
 
 
 class Apps:
-    """Lookups of server deployments (reused for `ttl` seconds, unknown names included),
-    and the node's routes when it supervises the servers itself."""
+    """Lookups of server and code-service deployments (reused for `ttl` seconds, unknown
+    names included), and the node's routes when it supervises them itself."""
 
     def __init__(self, instance: Instance, routes: Routes | None) -> None:
         self.instance = instance
@@ -196,7 +196,8 @@ class Apps:
         local = self.routes.get(app.name) if self.routes is not None else None
         if local is not None and local.folder is not None:
             raise NotFound(f"{app.label} is a static site: it answers GET and HEAD only")
-        if self.routes is not None and local is not None:
+        if local is not None:
+            assert self.routes is not None
             with self.routes.lease(local):
                 yield local.address
             return

@@ -202,14 +202,12 @@ class Alerter:
         deployment: Deployment,
         run: Run,
         event: Streak,
-        config: Mapping[str, Any] | None = None,
     ) -> None:
         """Alert that `run` started or ended `deployment`'s failure streak (`event`, as
-        `settle_streaks` answered), in the background; `config` is the run's version's, read
-        here when not given."""
+        `settle_streaks` answered), in the background."""
         deployment.failing = event == "run.failing"
         log.info("%s %s with run %s: alerting", deployment.name, event.split(".")[1], run.id)
-        self._spawn(self._alert_run(event, deployment, run, config), f"alert-{run.id}")
+        self._spawn(self._alert_run(event, deployment, run), f"alert-{run.id}")
 
     async def build_failed(
         self, deployment: Deployment, version: DeploymentVersion, log_tail: str
@@ -249,12 +247,9 @@ class Alerter:
 
     # --- composing ------------------------------------------------------------------------
 
-    async def _alert_run(
-        self, event: Event, deployment: Deployment, run: Run, config: Mapping[str, Any] | None
-    ) -> None:
+    async def _alert_run(self, event: Event, deployment: Deployment, run: Run) -> None:
         try:
-            if config is None:
-                config = await self._config(deployment.id, run.version)
+            config = await self._config(deployment.id, run.version)
             async with self.instance.sessions() as session:
                 owner = await session.get(User, deployment.owner_id)
                 tail = await _log_tail(session, run.id) if event == "run.failing" else ()

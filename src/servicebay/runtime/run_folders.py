@@ -187,7 +187,7 @@ class RunFolders:
         self._snapshots: OrderedDict[tuple[str, int], Snapshot | None] = OrderedDict()
         self._passable: dict[tuple[Path, int], float] = {}
         self._moved = itertools.count()
-        self._trashed = 0
+        self._trashed = False
 
     def prepare(self) -> None:
         """Create the runs folder and the trash, emptying what an earlier process left."""
@@ -280,19 +280,19 @@ class RunFolders:
         run_dir = self.layout.run_dir(run_id)
         with contextlib.suppress(FileNotFoundError):
             os.rename(run_dir / WORK, self.trash / f"{run_id}.{next(self._moved)}")
-            self._trashed += 1
+            self._trashed = True
         for name in EXCHANGED:
             (run_dir / name).unlink(missing_ok=True)
 
     @property
     def has_trash(self) -> bool:
-        return self._trashed > 0
+        return self._trashed
 
     def empty_trash(self) -> None:
         """Remove what `discard_work` moved aside (in a thread: it may be much). Other
         processes of the same home empty the same trash: what they removed first is
         skipped; what cannot be removed is logged and tried again next time."""
-        self._trashed = 0
+        self._trashed = False
         with os.scandir(self.trash) as entries:
             for entry in entries:
                 try:
@@ -303,7 +303,7 @@ class RunFolders:
                 except FileNotFoundError:
                     continue
                 except OSError as error:
-                    self._trashed += 1
+                    self._trashed = True
                     log.warning("could not remove %s from the trash: %s", entry.path, error)
 
     async def collect(self, run_id: str, uid: int | None) -> list[str]:

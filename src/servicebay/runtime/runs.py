@@ -9,7 +9,7 @@ a second and stops its process group.
 Claiming is safe with many workers on one database: on PostgreSQL the candidate row is
 locked with `FOR UPDATE SKIP LOCKED` (two workers never wait for, or take, the same run);
 on SQLite, which has one writer at a time, the claim is a conditional
-`UPDATE ... WHERE status = 'queued'` whose row count says who won.
+`UPDATE ... WHERE status = 'queued' RETURNING ...`: the rows it returns are the runs won.
 
 Logs are stored as chunks (`RunLogChunk`) appended while the run goes, so that any node can
 stream them: a reader asks for the chunks after the last id it saw.

@@ -252,9 +252,10 @@ async def build_version(
     if config.build_command is not None:
         await _build(layout, builder, config, folder, uid, environment, on_line)
     served = static_dir(layout, deployment.name, version.version, config)
-    if served is not None:
-        await on_line(f"serving the static folder {static_of(config)}/")
-        _check_static(folder, served, static_of(config) or ".")
+    named = static_of(config)
+    if served is not None and named is not None:
+        await on_line(f"serving the static folder {named}/")
+        _check_static(folder, served, named)
 
 
 def _check_static(folder: Path, served: Path, named: str) -> None:

@@ -733,7 +733,7 @@ class Worker:
 
 
 class _CannotRun(Exception):
-    pass
+    """The run cannot start (its owner has no key); the message says why."""
 
 
 _CANNOT_START = (ProcessError, _CannotRun, RunFolderError, ServiceBayError, ValueError, OSError)

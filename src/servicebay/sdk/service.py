@@ -509,7 +509,7 @@ def _arguments(
     known = {param.name for param in endpoint.params if param.where == "query"}
     for name in given:
         if name not in known:
-            errors.append(_error("query", name, "unknown parameter", "unknown"))
+            errors.append(field_error(name, "unknown parameter", "unknown"))
     arguments: dict[str, Any] = {}
     for param in endpoint.params:
         if param.where == "identity":
@@ -520,11 +520,11 @@ def _arguments(
             values = given.get(param.name)
             if not values:
                 if param.required:
-                    errors.append(_error("query", param.name, "is required", "missing"))
+                    errors.append(field_error(param.name, "is required", "missing"))
                 else:
                     arguments[param.name] = param.default
             elif len(values) > 1:
-                errors.append(_error("query", param.name, "is given more than once", "repeated"))
+                errors.append(field_error(param.name, "is given more than once", "repeated"))
             else:
                 arguments[param.name] = _convert(param, values[0], errors)
         else:
@@ -556,7 +556,7 @@ def _convert(param: _Param, text: str, errors: list[dict[str, Any]]) -> Any:
     assert kind is not None
     expected = {int: "an integer", float: "a finite number", bool: "true or false"}
     errors.append(
-        _error(param.where, param.name, f"should be {expected[kind]}, not {text!r}", "type")
+        field_error(param.name, f"should be {expected[kind]}, not {text!r}", "type", param.where)
     )
     return None
 
@@ -565,22 +565,18 @@ def _body(param: _Param, body: bytes, errors: list[dict[str, Any]]) -> Any:
     assert param.kind is not None
     if not body.strip():
         if param.required:
-            errors.append(_error("body", param.name, "a JSON body is required", "missing"))
+            errors.append(field_error(param.name, "a JSON body is required", "missing", "body"))
         return param.default
     try:
         value = json.loads(body)
     except ValueError as error:
-        errors.append(_error("body", param.name, f"is not JSON: {error}", "json"))
+        errors.append(field_error(param.name, f"is not JSON: {error}", "json", "body"))
         return None
     if not isinstance(value, param.kind):
         wanted = "an object" if param.kind is dict else "an array"
-        errors.append(_error("body", param.name, f"should be {wanted}", "type"))
+        errors.append(field_error(param.name, f"should be {wanted}", "type", "body"))
         return None
     return value
-
-
-def _error(where: str, name: str, message: str, kind: str) -> dict[str, Any]:
-    return {"loc": [where, name], "msg": message, "type": kind}
 
 
 def _json_default(value: Any) -> Any:

@@ -291,6 +291,15 @@ class Upstream:
         """A problem about the vendor: `problem(vendor, detail, ...)` with its secrets."""
         return problem(self.vendor, detail, secrets=self.secrets, status=status, headers=headers)
 
+    def rate_limited(self, whose: str, wait: int) -> HttpError:
+        """The 429 for a caller when the vendor is rate limiting `whose` calls: retry after
+        `wait` seconds (also in `Retry-After`)."""
+        return self.error(
+            f"is rate limiting {whose}; retry after {wait} s",
+            status=429,
+            headers={"Retry-After": str(wait)},
+        )
+
     def _read(self, answer: Any) -> bytes:
         """The body, or a 502 when it is larger than `max_answer_bytes` (one more is read
         to tell). A read of a given size does not raise on a short body, so a body shorter

@@ -23,15 +23,12 @@ from pydantic import Field
 
 from servicebay.core.errors import MethodNotAllowed, NotFound, ServiceUnavailable
 from servicebay.services.base import Permission, ServiceCall, ServiceReply
+from servicebay.services.http.spec import DEFAULT_ACTIONS
 from servicebay.services.spec import ServiceSpec
 
 ACTION_OF_METHOD = {
-    "GET": "read",
+    **DEFAULT_ACTIONS,
     "HEAD": "read",
-    "POST": "create",
-    "PUT": "update",
-    "PATCH": "update",
-    "DELETE": "delete",
 }
 """The action a call needs, by its method, as for an sql table."""
 
@@ -79,9 +76,6 @@ def endpoints_of(document: dict[str, Any]) -> list[Endpoint]:
 
 class CodeService:
     """A code service as the gateway sees it: endpoints, permissions and documentation."""
-
-    proxied = True
-    """Calls go to the supervised process through the gateway's proxy, not `handle`."""
 
     def __init__(self, spec: CodeServiceSpec) -> None:
         self.spec = spec

@@ -71,7 +71,7 @@ def builtin_names() -> list[str]:
 
 
 def builtin_template(kind: str) -> Template:
-    """The built-in template for `kind` (cron, webhook, server, service)."""
+    """The built-in template named `kind` (`builtin_names` lists them)."""
     if kind not in builtin_names():
         raise TemplateError(
             f"there is no built-in {kind!r} template",

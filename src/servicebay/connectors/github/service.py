@@ -128,11 +128,7 @@ def _checked(reply: Reply, repository: str) -> list[Any]:
         )
     wait = _rate_limit_wait(reply)
     if wait is not None:
-        raise upstream.error(
-            f"is rate limiting the connector's token; retry after {wait} s",
-            status=429,
-            headers={"Retry-After": str(wait)},
-        )
+        raise upstream.rate_limited("the connector's token", wait)
     raise upstream.error(f"answered {named} for {repository}")
 
 

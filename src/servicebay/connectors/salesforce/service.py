@@ -97,7 +97,7 @@ def update_customer(
     `address` (validated as on create). Answers the customer as it is now.
     """
     errors: list[dict[str, Any]] = []
-    _checked({"email": email}, errors, partial=True)
+    current = _checked({"email": email}, errors, partial=True).get("Email", "")
     given = {
         "new_email": new_email,
         "first_name": first_name,
@@ -110,9 +110,9 @@ def update_customer(
         errors.append(field_error(None, message, "missing"))
     if errors:
         raise invalid(errors)
-    record = _find(email.strip())
+    record = _find(current)
     moving = changes.get("Email")
-    if moving and moving.lower() != email.lower() and _matches(moving):
+    if moving and moving.lower() != current.lower() and _matches(moving):
         raise HttpError(409, f"a customer with the e-mail {new_email!r} exists already")
     reply = salesforce().request("PATCH", f"/sobjects/Contact/{record['Id']}", json=changes)
     _ok(reply, 204, "update the customer")

@@ -64,12 +64,8 @@ def post_message_to_channel(channel_name: str, message: str) -> dict[str, Any]:
         "POST", "/chat.postMessage", json={"channel": channel_name, "text": message}
     )
     if reply.status == 429:
-        wait = str(reply.retry_after() or 30)
-        raise upstream.error(
-            f"is rate limiting this workspace's messages; retry after {wait} s",
-            status=429,
-            headers={"Retry-After": wait},
-        )
+        wait = reply.retry_after()
+        raise upstream.rate_limited("this workspace's messages", 30 if wait is None else wait)
     answer = reply.json()
     if reply.status != 200 or not isinstance(answer, dict):
         raise upstream.error(f"answered {reply.status} to chat.postMessage")

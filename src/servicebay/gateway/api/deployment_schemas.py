@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from servicebay.core.models import Deployment, DeploymentVersion
 from servicebay.gateway.schemas import Strict
+from servicebay.runtime.supervisor import SUPERVISED_KINDS
 
 
 class DeployAccepted(BaseModel):
@@ -157,7 +158,7 @@ def _deployment_fields(
     deployment: Deployment, owner: str, domain: str | None, base_url: str
 ) -> dict[str, Any]:
     served = domain is not None and deployment.kind in ("webhook", "server")
-    supervised = deployment.kind in ("server", "service")
+    supervised = deployment.kind in SUPERVISED_KINDS
     server = ServerOut.of(deployment, base_url) if supervised else None
     return {
         "name": deployment.name,

@@ -38,7 +38,7 @@ from servicebay.runtime import code_services, deployments
 from servicebay.runtime.builder import NoInterpreter
 from servicebay.runtime.config import ServiceConfig
 from servicebay.runtime.deployments import Deployer, Upload, resource_of
-from servicebay.runtime.supervisor import read_log
+from servicebay.runtime.supervisor import SUPERVISED_KINDS, read_log
 from servicebay.services.spec import RESERVED_NAMES
 
 router = APIRouter(prefix=f"{API}/deployments", tags=["deployments"])
@@ -301,7 +301,7 @@ async def server_logs(
     async with transaction(request) as session:
         deployment = await deployments.get(session, name)
         await require_manage(request, session, caller, deployment, "read the log of")
-        if deployment.kind not in ("server", "service"):
+        if deployment.kind not in SUPERVISED_KINDS:
             raise Conflict(
                 f"{name} is a {deployment.kind} deployment: its output is in its runs' logs "
                 f"(`bay runs list --deployment {name}`, `bay runs logs RUN`)"
